@@ -1,0 +1,2 @@
+//! metafuse-api: see Cargo.toml description.
+#![warn(missing_docs)]

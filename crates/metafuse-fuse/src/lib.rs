@@ -1,0 +1,2 @@
+//! metafuse-fuse: see Cargo.toml description.
+#![warn(missing_docs)]

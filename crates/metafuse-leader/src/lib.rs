@@ -1,0 +1,2 @@
+//! metafuse-leader: see Cargo.toml description.
+#![warn(missing_docs)]

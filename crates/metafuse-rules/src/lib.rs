@@ -1,0 +1,2 @@
+//! metafuse-rules: see Cargo.toml description.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! metafuse-service: see Cargo.toml description.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! metafuse-state: see Cargo.toml description.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! metafuse-stream: see Cargo.toml description.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! metafuse-vfs: see Cargo.toml description.
+#![warn(missing_docs)]
