@@ -1,2 +1,22 @@
-//! metafuse-api: see Cargo.toml description.
+//! The HTTP API of metafuse: the routes and JSON shapes of the reference
+//! meta-fuse service (spec §6), plus `/metrics`, served with hyper.
+//!
+//! The service state lives elsewhere; it is reached through the [`Backend`]
+//! trait, which the service implements. [`serve`] runs the server until a
+//! shutdown future resolves. Route-by-route shapes are in `docs/api.md`.
 #![warn(missing_docs)]
+
+mod backend;
+mod error;
+mod prometheus;
+mod router;
+mod server;
+mod timestamp;
+
+pub use backend::{
+    Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
+    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
+    TemplateVariable, Validation,
+};
+pub use error::ApiError;
+pub use server::serve;

@@ -1,0 +1,908 @@
+//! Contract tests over real HTTP: every route, its status codes and JSON
+//! shapes, against a small fixed-tree backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use metafuse_api::{
+    ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
+    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
+    TemplateVariable, Validation, serve,
+};
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+
+/// Failure guard only.
+const GUARD: Duration = Duration::from_secs(30);
+const MOVIE: &str = "/Movies/Heat (1995)/Heat (1995).mkv";
+
+/// A fixed tree: `/Movies/Heat (1995)/Heat (1995).mkv` and an empty `/TV Shows`.
+struct FixedTree {
+    directories: BTreeMap<&'static str, Vec<&'static str>>,
+    refreshes: AtomicUsize,
+    rules: Mutex<Value>,
+}
+
+impl FixedTree {
+    fn new() -> Self {
+        let directories = BTreeMap::from([
+            ("/", vec!["Movies", "TV Shows"]),
+            ("/Movies", vec!["Heat (1995)"]),
+            ("/Movies/Heat (1995)", vec!["Heat (1995).mkv"]),
+            ("/TV Shows", vec![]),
+        ]);
+        Self {
+            directories,
+            refreshes: AtomicUsize::new(0),
+            rules: Mutex::new(
+                json!({"version": 1, "rules": [], "lastModified": "2024-01-15T10:30:00Z"}),
+            ),
+        }
+    }
+}
+
+impl Backend for FixedTree {
+    fn health(&self) -> Health {
+        Health {
+            status: HealthStatus::Ok,
+            redis_connected: true,
+            stream: StreamHealth {
+                phase: "tailing".into(),
+                last_event_id: Some("1703808000000-0".into()),
+                seconds_since_last_event: Some(1.5),
+                lag_entries: Some(0),
+            },
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let mut extra = Map::new();
+        extra.insert("strategy".into(), json!("replay"));
+        Stats {
+            file_count: 1,
+            directory_count: 4,
+            total_size: 1_500_000_000,
+            last_refresh: Some(UNIX_EPOCH + Duration::from_secs(1_705_314_600)),
+            state_builder: StateBuilderStats {
+                events_processed: 15,
+                properties_fetched: 9,
+                properties_skipped: 6,
+                files_complete: 1,
+                last_event_id: Some("1703808000000-0".into()),
+                state_size: 2,
+            },
+            extra,
+        }
+    }
+
+    fn readdir(&self, path: &str) -> Result<Vec<String>, ApiError> {
+        match self.directories.get(path) {
+            Some(entries) => Ok(entries.iter().map(|name| (*name).to_owned()).collect()),
+            None if path == MOVIE => Err(ApiError::NotADirectory { path: path.into() }),
+            None => Err(ApiError::NotFound { path: path.into() }),
+        }
+    }
+
+    fn getattr(&self, path: &str) -> Result<Attr, ApiError> {
+        let file = path == MOVIE;
+        if !file && !self.directories.contains_key(path) {
+            return Err(ApiError::NotFound { path: path.into() });
+        }
+        Ok(Attr {
+            kind: if file {
+                EntryKind::File
+            } else {
+                EntryKind::Directory
+            },
+            size: if file { 1_500_000_000 } else { 4096 },
+            permissions: if file { 0o644 } else { 0o755 },
+            mtime: 1_705_314_600.5,
+            ctime: 1_705_314_600.0,
+            nlink: if file { 1 } else { 2 },
+            uid: 1000,
+            gid: 1000,
+        })
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        path == MOVIE || self.directories.contains_key(path)
+    }
+
+    fn read(&self, path: &str) -> Result<ReadInfo, ApiError> {
+        if self.directories.contains_key(path) {
+            return Err(ApiError::NotAFile { path: path.into() });
+        }
+        if path != MOVIE {
+            return Err(ApiError::NotFound { path: path.into() });
+        }
+        Ok(ReadInfo {
+            source_path: Some("/files/watch/Heat.1995.mkv".into()),
+            size: 1_500_000_000,
+            webdav_url: Some("http://core/webdav/watch/Heat.1995.mkv".into()),
+        })
+    }
+
+    fn metadata(&self, path: &str) -> Result<Map<String, Value>, ApiError> {
+        if path != MOVIE {
+            return Err(ApiError::NotFound { path: path.into() });
+        }
+        let mut metadata = Map::new();
+        metadata.insert("hashId".into(), json!("bafkrei9f3a1c2e"));
+        metadata.insert("filePath".into(), json!("watch/Heat.1995.mkv"));
+        metadata.insert("titles/eng".into(), json!("Heat"));
+        Ok(metadata)
+    }
+
+    fn files(&self) -> Vec<String> {
+        vec![MOVIE.into()]
+    }
+
+    fn directories(&self) -> Vec<String> {
+        self.directories
+            .keys()
+            .map(|path| (*path).to_owned())
+            .collect()
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.refreshes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn rules(&self) -> Result<RulesSnapshot, ApiError> {
+        Ok(RulesSnapshot {
+            config: self.rules.lock().expect("rules lock").clone(),
+            last_modified: None,
+        })
+    }
+
+    fn put_rules(&self, document: Value) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            let empty_templates: Vec<String> = document["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|rule| rule["template"] == "")
+                .map(|rule| format!("rule {}: empty template", rule["id"]))
+                .collect();
+            if !empty_templates.is_empty() {
+                return Err(ApiError::InvalidRules(empty_templates));
+            }
+            *self.rules.lock().expect("rules lock") = document;
+            Ok(())
+        })
+    }
+
+    fn preview(
+        &self,
+        rules: Option<Value>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Preview, ApiError>> {
+        Box::pin(async move {
+            let rule_name = rules
+                .as_ref()
+                .and_then(|rules| rules[0]["name"].as_str())
+                .unwrap_or("in force")
+                .to_owned();
+            Ok(Preview {
+                previews: vec![PreviewEntry {
+                    hash_id: "bafkrei9f3a1c2e".into(),
+                    current_path: Some(MOVIE.into()),
+                    new_path: Some(format!("/limit {limit}/Heat.mkv")),
+                    rule_name: Some(rule_name),
+                    reason: None,
+                }],
+                total: 1,
+                sampled: 1,
+            })
+        })
+    }
+
+    fn validate(&self, rule: &Value, sample_metadata: Option<&Map<String, Value>>) -> Validation {
+        let template = rule["template"].as_str().unwrap_or_default();
+        let valid = !template.is_empty();
+        Validation {
+            valid,
+            errors: if valid {
+                vec![]
+            } else {
+                vec!["empty template".into()]
+            },
+            warnings: vec![],
+            sample_output: sample_metadata
+                .filter(|_| valid)
+                .and_then(|sample| sample.get("title"))
+                .and_then(Value::as_str)
+                .map(|title| template.replace("{title}", title)),
+        }
+    }
+
+    fn variables(&self) -> Vec<TemplateVariable> {
+        vec![TemplateVariable {
+            name: "season".into(),
+            description: "Season number".into(),
+            example: "1".into(),
+            modifiers: vec!["pad2".into()],
+        }]
+    }
+
+    fn services(&self) -> Value {
+        json!({"services": [], "current": "meta-fuse", "leader": null, "isLeader": false})
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            files: 1,
+            directories: 4,
+            total_size_bytes: 1_500_000_000,
+            events_processed: 15,
+            properties_fetched: 9,
+            properties_skipped: 6,
+            malformed_entries_skipped: 1,
+            tail_lag_entries: Some(0),
+            seconds_since_last_event: Some(1.5),
+            redis_connected: true,
+            redis_reconnects: 2,
+            bootstrap_seconds: Some(0.25),
+            strategy: Some("replay".into()),
+        }
+    }
+}
+
+struct TestServer {
+    base_url: String,
+    backend: Arc<FixedTree>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("body is not json ({error}): {}", self.body))
+    }
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let backend = Arc::new(FixedTree::new());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, backend.clone(), async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base_url,
+            backend,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: &str) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
+        let response = tokio::time::timeout(GUARD, self.client.request(request))
+            .await
+            .expect("answered in time")
+            .expect("http exchange");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8(bytes.to_vec()).expect("utf-8 body"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, "").await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, &body.to_string()).await
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(GUARD, &mut self.server)
+            .await
+            .expect("server stopped in time")
+            .expect("server task");
+    }
+}
+
+fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    let message = reply.json()["error"].as_str().map(str::to_owned);
+    let message = message.unwrap_or_else(|| panic!("no error message: {}", reply.body));
+    assert!(
+        message.contains(needle),
+        "{message:?} should mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_routes_report_the_reference_fields_and_the_real_state() {
+    let server = TestServer::start().await;
+    for path in ["/health", "/api/health", "/api/fuse/health"] {
+        let reply = server.get(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let health = reply.json();
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["service"], "meta-fuse");
+        let timestamp = health["timestamp"].as_str().expect("timestamp");
+        assert!(
+            timestamp.len() == 24 && timestamp.ends_with('Z'),
+            "{timestamp}"
+        );
+        assert_eq!(health["redis"]["connected"], true);
+        assert_eq!(health["stream"]["phase"], "tailing");
+        assert_eq!(health["stream"]["lastEventId"], "1703808000000-0");
+        assert_eq!(health["stream"]["secondsSinceLastEvent"], 1.5);
+        assert_eq!(health["stream"]["lagEntries"], 0);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stats_keep_the_reference_shape() {
+    let server = TestServer::start().await;
+    let reply = server.get("/api/fuse/stats").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "fileCount": 1,
+            "directoryCount": 4,
+            "totalSize": 1_500_000_000u64,
+            "lastRefresh": "2024-01-15T10:30:00.000Z",
+            "stateBuilder": {
+                "eventsProcessed": 15,
+                "propertiesFetched": 9,
+                "propertiesSkipped": 6,
+                "filesComplete": 1,
+                "lastEventId": "1703808000000-0",
+                "stateSize": 2
+            },
+            "strategy": "replay"
+        })
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readdir_lists_names_and_tells_missing_from_not_a_directory() {
+    let server = TestServer::start().await;
+    let reply = server.post("/api/fuse/readdir", json!({"path": "/"})).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"entries": ["Movies", "TV Shows"]}));
+    // Paths are normalised before reaching the backend.
+    let reply = server
+        .post("/api/fuse/readdir", json!({"path": "Movies/"}))
+        .await;
+    assert_eq!(reply.json(), json!({"entries": ["Heat (1995)"]}));
+    let reply = server
+        .post("/api/fuse/readdir", json!({"path": "/TV Shows"}))
+        .await;
+    assert_eq!(reply.json(), json!({"entries": []}));
+
+    let reply = server
+        .post("/api/fuse/readdir", json!({"path": "/Nope"}))
+        .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "path not found: /Nope");
+    let reply = server
+        .post("/api/fuse/readdir", json!({"path": MOVIE}))
+        .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not a directory");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn getattr_returns_stat_shaped_attributes() {
+    let server = TestServer::start().await;
+    let file = server
+        .post("/api/fuse/getattr", json!({"path": MOVIE}))
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(
+        file.json(),
+        json!({
+            "size": 1_500_000_000u64,
+            "mode": 0o100_644,
+            "mtime": 1_705_314_600.5,
+            "atime": 1_705_314_600.5,
+            "ctime": 1_705_314_600.0,
+            "nlink": 1,
+            "uid": 1000,
+            "gid": 1000
+        })
+    );
+    let directory = server
+        .post("/api/fuse/getattr", json!({"path": "/Movies"}))
+        .await;
+    assert_eq!(directory.json()["mode"], 0o040_755);
+    assert_eq!(directory.json()["nlink"], 2);
+    let missing = server
+        .post("/api/fuse/getattr", json!({"path": "/x"}))
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "/x");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn exists_answers_true_and_false() {
+    let server = TestServer::start().await;
+    let reply = server
+        .post("/api/fuse/exists", json!({"path": "/Movies/Heat (1995)"}))
+        .await;
+    assert_eq!(reply.json(), json!({"exists": true}));
+    let reply = server
+        .post("/api/fuse/exists", json!({"path": "/Movies/Ronin"}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"exists": false}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn read_gives_the_source_of_a_file_only() {
+    let server = TestServer::start().await;
+    let reply = server.post("/api/fuse/read", json!({"path": MOVIE})).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "sourcePath": "/files/watch/Heat.1995.mkv",
+            "size": 1_500_000_000u64,
+            "webdavUrl": "http://core/webdav/watch/Heat.1995.mkv"
+        })
+    );
+    let reply = server
+        .post("/api/fuse/read", json!({"path": "/Movies"}))
+        .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not a file: /Movies");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_passes_properties_through() {
+    let server = TestServer::start().await;
+    let reply = server
+        .post("/api/fuse/metadata", json!({"path": MOVIE}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["titles/eng"], "Heat");
+    assert_eq!(reply.json()["hashId"], "bafkrei9f3a1c2e");
+    let reply = server
+        .post("/api/fuse/metadata", json!({"path": "/Movies"}))
+        .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "/Movies");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn files_and_directories_list_every_path() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        server.get("/api/fuse/files").await.json(),
+        json!({"files": [MOVIE]})
+    );
+    assert_eq!(
+        server.get("/api/fuse/directories").await.json(),
+        json!({"directories": ["/", "/Movies", "/Movies/Heat (1995)", "/TV Shows"]})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_runs_the_backend_refresh() {
+    let server = TestServer::start().await;
+    let reply = server.call(Method::POST, "/api/fuse/refresh", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"status": "ok"}));
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rules_can_be_read_replaced_and_invalid_documents_are_rejected() {
+    let server = TestServer::start().await;
+    let reply = server.get("/api/fuse/rules").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["config"]["version"], 1);
+    assert_eq!(reply.json()["lastModified"], "2024-01-15T10:30:00Z");
+
+    let document = json!({"version": 2, "rules": [{"id": "movies", "template": "Movies/{title}"}]});
+    let reply = server
+        .call(
+            Method::PUT,
+            "/api/fuse/rules",
+            &json!({"config": document}).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json(), json!({"success": true, "refreshed": true}));
+    assert_eq!(
+        server.get("/api/fuse/rules").await.json()["config"],
+        document
+    );
+
+    let invalid = json!({"config": {"version": 3, "rules": [{"id": "broken", "template": ""}]}});
+    let reply = server
+        .call(Method::PUT, "/api/fuse/rules", &invalid.to_string())
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["success"], false);
+    assert_eq!(
+        reply.json()["errors"],
+        json!(["rule \"broken\": empty template"])
+    );
+    assert_eq!(
+        server.get("/api/fuse/rules").await.json()["config"],
+        document
+    );
+
+    let reply = server
+        .call(Method::PUT, "/api/fuse/rules", r#"{"config": 5}"#)
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "\"config\"");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn preview_passes_rules_and_limit_and_returns_the_reference_shape() {
+    let server = TestServer::start().await;
+    let reply = server
+        .call(Method::POST, "/api/fuse/rules/preview", "")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "previews": [{
+                "hashId": "bafkrei9f3a1c2e",
+                "currentPath": MOVIE,
+                "newPath": "/limit 100/Heat.mkv",
+                "ruleName": "in force"
+            }],
+            "total": 1,
+            "sampled": 1
+        })
+    );
+    let reply = server
+        .post(
+            "/api/fuse/rules/preview",
+            json!({"rules": [{"name": "Draft"}], "limit": 5}),
+        )
+        .await;
+    assert_eq!(reply.json()["previews"][0]["newPath"], "/limit 5/Heat.mkv");
+    assert_eq!(reply.json()["previews"][0]["ruleName"], "Draft");
+    let reply = server
+        .post("/api/fuse/rules/preview", json!({"limit": "ten"}))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "\"limit\"");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn validate_checks_one_rule() {
+    let server = TestServer::start().await;
+    let reply = server
+        .post(
+            "/api/fuse/rules/validate",
+            json!({"rule": {"template": "Movies/{title}"}, "sampleMetadata": {"title": "Heat"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!({"valid": true, "errors": [], "warnings": [], "sampleOutput": "Movies/Heat"})
+    );
+    let reply = server
+        .post(
+            "/api/fuse/rules/validate",
+            json!({"rule": {"template": ""}}),
+        )
+        .await;
+    assert_eq!(reply.json()["valid"], false);
+    assert_eq!(reply.json()["sampleOutput"], Value::Null);
+    let reply = server
+        .post("/api/fuse/rules/validate", json!({"sampleMetadata": {}}))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "\"rule\"");
+    let reply = server
+        .post(
+            "/api/fuse/rules/validate",
+            json!({"rule": {}, "sampleMetadata": [1]}),
+        )
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "sampleMetadata");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn variables_and_services_keep_their_shapes() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        server.get("/api/fuse/rules/variables").await.json(),
+        json!({"variables": [{"name": "season", "description": "Season number", "example": "1", "modifiers": ["pad2"]}]})
+    );
+    let services = server.get("/api/services").await;
+    assert_eq!(services.status, StatusCode::OK);
+    assert_eq!(services.json()["current"], "meta-fuse");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400_with_a_message_never_500() {
+    let server = TestServer::start().await;
+    let bodies = [
+        ("", "empty request body"),
+        ("not json", "not valid json"),
+        ("[\"/\"]", "not an array"),
+        ("{}", "missing \"path\""),
+        (r#"{"path": 42}"#, "got a number"),
+        (r#"{"path": null}"#, "got null"),
+        (r#"{"path": ["/"]}"#, "got an array"),
+    ];
+    for route in ["readdir", "getattr", "exists", "read", "metadata"] {
+        for (body, needle) in bodies {
+            let reply = server
+                .call(Method::POST, &format!("/api/fuse/{route}"), body)
+                .await;
+            assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+        }
+    }
+    let reply = server.call(Method::PUT, "/api/fuse/rules", "{").await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "not valid json");
+    let reply = server
+        .call(Method::POST, "/api/fuse/rules/validate", "7")
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "not a number");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405() {
+    let server = TestServer::start().await;
+    let reply = server.get("/api/fuse/nothing-here").await;
+    assert_error(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "no route for GET /api/fuse/nothing-here",
+    );
+
+    let reply = server.get("/api/fuse/readdir").await;
+    assert_error(
+        &reply,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method GET not allowed",
+    );
+    assert_eq!(reply.headers["allow"], "POST, OPTIONS");
+    let reply = server.call(Method::DELETE, "/api/fuse/rules", "").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers["allow"], "GET, PUT, HEAD, OPTIONS");
+    let reply = server.post("/api/fuse/stats", json!({})).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn head_options_trailing_slash_and_cors_behave() {
+    let server = TestServer::start().await;
+    let reply = server.call(Method::HEAD, "/health", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.is_empty());
+    let reply = server.call(Method::OPTIONS, "/api/fuse/readdir", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        reply.headers["access-control-allow-methods"],
+        "POST, OPTIONS"
+    );
+    let reply = server.get("/api/fuse/stats/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/json")
+    );
+    server.stop().await;
+}
+
+/// Checks the Prometheus text exposition format line by line and returns the
+/// samples as `(name with labels, value)`.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    fn is_metric_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_' || first == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    fn parse_value(text: &str) -> f64 {
+        match text {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            number => number
+                .parse()
+                .unwrap_or_else(|error| panic!("value {number:?} is not a float: {error}")),
+        }
+    }
+    /// `{a="x",b="y\"z"}` → checked; returns the rest of the line.
+    fn skip_labels(rest: &str, line: &str) -> usize {
+        let bytes = rest.as_bytes();
+        let mut index = 1;
+        loop {
+            let name_end = rest[index..]
+                .find('=')
+                .unwrap_or_else(|| panic!("label without '=' in {line:?}"))
+                + index;
+            assert!(
+                is_metric_name(&rest[index..name_end]),
+                "bad label name in {line:?}"
+            );
+            assert_eq!(
+                bytes.get(name_end + 1),
+                Some(&b'"'),
+                "unquoted label value in {line:?}"
+            );
+            index = name_end + 2;
+            while bytes[index] != b'"' {
+                index += if bytes[index] == b'\\' { 2 } else { 1 };
+                assert!(index < bytes.len(), "unterminated label value in {line:?}");
+            }
+            index += 1;
+            match bytes.get(index) {
+                Some(b',') => index += 1,
+                Some(b'}') => return index + 1,
+                _ => panic!("bad label list in {line:?}"),
+            }
+        }
+    }
+
+    assert!(text.ends_with('\n'), "exposition must end with a newline");
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            match words.first().copied() {
+                Some("HELP") => {
+                    assert!(
+                        words.len() >= 3 && is_metric_name(words[1]),
+                        "bad HELP: {line:?}"
+                    );
+                }
+                Some("TYPE") => {
+                    assert_eq!(words.len(), 3, "bad TYPE: {line:?}");
+                    assert!(is_metric_name(words[1]), "bad TYPE name: {line:?}");
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&words[2]),
+                        "bad TYPE kind: {line:?}"
+                    );
+                    assert!(typed.insert(words[1].to_owned()), "TYPE twice: {line:?}");
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let name = &line[..name_end];
+        assert!(is_metric_name(name), "bad metric name: {line:?}");
+        assert!(typed.contains(name), "sample before its TYPE: {line:?}");
+        let after_labels = if line[name_end..].starts_with('{') {
+            name_end + skip_labels(&line[name_end..], line)
+        } else {
+            name_end
+        };
+        let mut fields = line[after_labels..].split_whitespace();
+        let value = parse_value(
+            fields
+                .next()
+                .unwrap_or_else(|| panic!("no value: {line:?}")),
+        );
+        if let Some(timestamp) = fields.next() {
+            timestamp.parse::<i64>().expect("integer timestamp");
+        }
+        assert!(fields.next().is_none(), "trailing fields: {line:?}");
+        samples.push((line[..after_labels].to_owned(), value));
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_are_valid_prometheus_text() {
+    let server = TestServer::start().await;
+    let reply = server.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let samples: BTreeMap<String, f64> = parse_prometheus(&reply.body).into_iter().collect();
+    let expected = [
+        ("metafuse_files", 1.0),
+        ("metafuse_directories", 4.0),
+        ("metafuse_events_processed_total", 15.0),
+        ("metafuse_tail_lag_entries", 0.0),
+        ("metafuse_seconds_since_last_event", 1.5),
+        ("metafuse_redis_reconnects_total", 2.0),
+        ("metafuse_bootstrap_duration_seconds", 0.25),
+        ("metafuse_malformed_entries_skipped_total", 1.0),
+        ("metafuse_redis_connected", 1.0),
+        ("metafuse_bootstrap_strategy{strategy=\"replay\"}", 1.0),
+    ];
+    for (name, value) in expected {
+        assert_eq!(samples.get(name), Some(&value), "{name} in\n{}", reply.body);
+    }
+    server.stop().await;
+}
+
+#[test]
+fn the_prometheus_checker_rejects_malformed_text() {
+    for bad in [
+        "# TYPE m gauge\nm{a=\"1\" 1\n",
+        "# TYPE m gauge\nm one\n",
+        "m 1\n",
+        "# TYPE m wrong\nm 1\n",
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| parse_prometheus(bad)).is_err(),
+            "{bad:?} should be rejected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_returns_after_shutdown_even_with_an_idle_keep_alive_connection() {
+    let server = TestServer::start().await;
+    // The client pool keeps this connection open; shutdown must still finish.
+    assert_eq!(server.get("/health").await.status, StatusCode::OK);
+    server.stop().await;
+}
