@@ -1,0 +1,336 @@
+//! Configuration layering (spec §8): flags > environment > TOML file
+//! (`--config`) > defaults, with the reference's environment names.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use metafuse_leader::DiscoveryConfig;
+use metafuse_service::{Ownership, RULES_FILE_NAME, RulesSource, ServiceConfig};
+use metafuse_stream::Strategy;
+use serde::Deserialize;
+
+/// Default API address: loopback, so the API is not exposed by accident.
+pub const DEFAULT_API_HOST: &str = "127.0.0.1";
+pub const DEFAULT_API_PORT: u16 = 3000;
+pub const DEFAULT_FILES_VOLUME: &str = "/files";
+pub const DEFAULT_CONFIG_DIR: &str = "/config";
+
+/// Options shared by `mount` and `serve`.
+#[derive(Debug, Default, Args)]
+pub struct CommonArgs {
+    /// Redis URL; skips leader discovery [env: REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Root under which files' `filePath`s are found [env: FILES_VOLUME] [default: /files]
+    #[arg(long, value_name = "DIR")]
+    pub files_root: Option<PathBuf>,
+    /// Rules file, watched for edits [default: {CONFIG_DIR}/renaming-rules.json]
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    pub rules: Option<PathBuf>,
+    /// Shipped rules preset instead of a file: default, plex or jellyfin
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Key prefix of `file:` keys [env: REDIS_PREFIX] [default: ""]
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Address of the HTTP API [env: API_HOST, API_PORT] [default: 127.0.0.1:3000]
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<String>,
+    /// Do not serve the HTTP API
+    #[arg(long)]
+    pub no_api: bool,
+    /// Bootstrap strategy: auto, replay or snapshot [default: auto]
+    #[arg(long, value_name = "S")]
+    pub strategy: Option<String>,
+    /// TOML configuration file (lowest precedence after the defaults)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options only `mount` has.
+#[derive(Debug, Default, Args)]
+pub struct MountArgs {
+    /// Owner of every node [env: PUID] [default: this process's uid]
+    #[arg(long, value_name = "N")]
+    pub uid: Option<u32>,
+    /// Group of every node [env: PGID] [default: this process's gid]
+    #[arg(long, value_name = "N")]
+    pub gid: Option<u32>,
+    /// Mode of files, octal [env: FUSE_FILE_MODE] [default: 644]
+    #[arg(long, value_name = "OCTAL")]
+    pub file_mode: Option<String>,
+    /// Mode of directories, octal [env: FUSE_DIR_MODE] [default: 755]
+    #[arg(long, value_name = "OCTAL")]
+    pub dir_mode: Option<String>,
+    /// Let other users (Plex, Jellyfin) read the mount
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
+/// The TOML file: every key optional, unknown keys rejected (a typo must
+/// not be silently ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub redis_url: Option<String>,
+    pub meta_core_url: Option<String>,
+    pub meta_core_path: Option<PathBuf>,
+    pub redis_prefix: Option<String>,
+    pub files_volume: Option<PathBuf>,
+    pub config_dir: Option<PathBuf>,
+    pub rules: Option<PathBuf>,
+    pub preset: Option<String>,
+    pub api_host: Option<String>,
+    pub api_port: Option<u16>,
+    pub api: Option<bool>,
+    pub strategy: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub file_mode: Option<String>,
+    pub dir_mode: Option<String>,
+    pub allow_other: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service: ServiceConfig,
+    /// `None` with `--no-api`.
+    pub api_listen: Option<SocketAddr>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub allow_other: bool,
+}
+
+/// Parses `644`, `0644` or `0o644`.
+pub fn parse_mode(text: &str) -> anyhow::Result<u32> {
+    let digits = text.trim().trim_start_matches("0o");
+    let mode = u32::from_str_radix(digits, 8).with_context(|| format!("invalid octal mode {text:?}"))?;
+    if mode > 0o7777 {
+        bail!("invalid octal mode {text:?}: larger than 7777");
+    }
+    Ok(mode)
+}
+
+fn blank_to_none(value: Option<String>) -> Option<String> {
+    value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+}
+
+/// Resolves flags > environment (`lookup`) > file > defaults.
+pub fn resolve(
+    common: &CommonArgs,
+    mount: &MountArgs,
+    lookup: impl Fn(&str) -> Option<String>,
+    file: &FileConfig,
+) -> anyhow::Result<Settings> {
+    let env = |name: &str| blank_to_none(lookup(name));
+    let env_parsed = |name: &str| -> anyhow::Result<Option<u32>> {
+        env(name).map(|text| text.parse::<u32>().with_context(|| format!("invalid {name} {text:?}"))).transpose()
+    };
+
+    let redis_url = common.redis_url.clone().or_else(|| env("REDIS_URL")).or_else(|| file.redis_url.clone());
+    let meta_core_url = env("META_CORE_URL").or_else(|| file.meta_core_url.clone());
+    let meta_core_path = env("META_CORE_PATH").map(PathBuf::from).or_else(|| file.meta_core_path.clone());
+    let prefix = common
+        .prefix
+        .clone()
+        .or_else(|| lookup("REDIS_PREFIX"))
+        .or_else(|| file.redis_prefix.clone())
+        .unwrap_or_default();
+    let files_root = common
+        .files_root
+        .clone()
+        .or_else(|| env("FILES_VOLUME").map(PathBuf::from))
+        .or_else(|| file.files_volume.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_FILES_VOLUME));
+    let config_dir = env("CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| file.config_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
+    let default_rules_file = config_dir.join(RULES_FILE_NAME);
+    // A flag of either kind beats the file's choice of either kind.
+    let rules = match (&common.rules, &common.preset, &file.rules, &file.preset) {
+        (Some(path), _, _, _) => RulesSource::File(path.clone()),
+        (None, Some(name), _, _) => RulesSource::Preset { name: name.clone(), save_to: default_rules_file },
+        (None, None, Some(path), _) => RulesSource::File(path.clone()),
+        (None, None, None, Some(name)) => RulesSource::Preset { name: name.clone(), save_to: default_rules_file },
+        (None, None, None, None) => RulesSource::File(default_rules_file),
+    };
+    let strategy_text = common.strategy.clone().or_else(|| file.strategy.clone()).unwrap_or_else(|| "auto".to_owned());
+    let strategy: Strategy = strategy_text.parse().map_err(anyhow::Error::msg)?;
+
+    let api_enabled = !common.no_api && file.api.unwrap_or(true);
+    let api_listen = if !api_enabled {
+        None
+    } else if let Some(address) = &common.api_listen {
+        Some(address.parse().with_context(|| format!("invalid --api-listen {address:?}: expected HOST:PORT"))?)
+    } else {
+        let host = env("API_HOST").or_else(|| file.api_host.clone()).unwrap_or_else(|| DEFAULT_API_HOST.to_owned());
+        let port = match env("API_PORT") {
+            Some(text) => text.parse::<u16>().with_context(|| format!("invalid API_PORT {text:?}"))?,
+            None => file.api_port.unwrap_or(DEFAULT_API_PORT),
+        };
+        let address = format!("{host}:{port}");
+        Some(address.parse().with_context(|| format!("invalid API_HOST/API_PORT {address:?}"))?)
+    };
+
+    let uid = match mount.uid {
+        Some(uid) => Some(uid),
+        None => env_parsed("PUID")?.or(file.uid),
+    };
+    let gid = match mount.gid {
+        Some(gid) => Some(gid),
+        None => env_parsed("PGID")?.or(file.gid),
+    };
+    let mode = |flag: &Option<String>, name: &str, from_file: &Option<String>, default: u32| -> anyhow::Result<u32> {
+        match flag.clone().or_else(|| env(name)).or_else(|| from_file.clone()) {
+            Some(text) => parse_mode(&text).with_context(|| format!("reading the {name} setting")),
+            None => Ok(default),
+        }
+    };
+    let file_mode = mode(&mount.file_mode, "FUSE_FILE_MODE", &file.file_mode, 0o644)?;
+    let dir_mode = mode(&mount.dir_mode, "FUSE_DIR_MODE", &file.dir_mode, 0o755)?;
+    let allow_other = mount.allow_other || file.allow_other.unwrap_or(false);
+
+    let mut discovery = DiscoveryConfig::from_lookup(|_| None);
+    discovery.redis_url = redis_url;
+    discovery.meta_core_url = meta_core_url;
+    if let Some(path) = meta_core_path {
+        discovery.meta_core_path = path;
+    }
+    let mut service = ServiceConfig::new(default_rules_file_placeholder(), files_root);
+    service.discovery = discovery;
+    service.prefix = prefix;
+    service.strategy = strategy;
+    service.rules = rules;
+    service.ownership = Ownership {
+        uid: uid.unwrap_or_else(current_uid),
+        gid: gid.unwrap_or_else(current_gid),
+        file_mode,
+        dir_mode,
+    };
+    service.rules_poll_interval = Duration::from_secs(1);
+    Ok(Settings { service, api_listen, uid, gid, file_mode, dir_mode, allow_other })
+}
+
+/// Replaced right after construction; `ServiceConfig::new` wants a path.
+fn default_rules_file_placeholder() -> PathBuf {
+    PathBuf::from(RULES_FILE_NAME)
+}
+
+fn owner_of_proc_self() -> Option<std::fs::Metadata> {
+    // /proc/self belongs to this process's effective uid and gid.
+    std::fs::metadata("/proc/self").ok()
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    owner_of_proc_self().map_or(0, |metadata| metadata.uid())
+}
+
+fn current_gid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    owner_of_proc_self().map_or(0, |metadata| metadata.gid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid test toml")
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let settings = resolve(&CommonArgs::default(), &MountArgs::default(), environment(&[]), &FileConfig::default())
+            .expect("resolves");
+        assert_eq!(settings.api_listen, Some("127.0.0.1:3000".parse().expect("address")));
+        assert_eq!(settings.service.files_root, PathBuf::from("/files"));
+        assert_eq!(settings.service.rules, RulesSource::File(PathBuf::from("/config/renaming-rules.json")));
+        assert_eq!(settings.service.prefix, "");
+        assert_eq!((settings.file_mode, settings.dir_mode), (0o644, 0o755));
+        assert_eq!(settings.service.discovery.redis_url, None);
+        assert!(!settings.allow_other);
+    }
+
+    #[test]
+    fn flags_beat_environment_which_beats_the_file() {
+        let toml = file(
+            r#"redis_url = "redis://file:1/"
+               redis_prefix = "file-"
+               files_volume = "/from-file"
+               api_port = 4000
+               file_mode = "600"
+               uid = 7"#,
+        );
+        let env = environment(&[
+            ("REDIS_URL", "redis://env:2/"),
+            ("REDIS_PREFIX", "env-"),
+            ("API_PORT", "5000"),
+            ("FUSE_FILE_MODE", "640"),
+            ("PUID", "8"),
+        ]);
+        let from_env = resolve(&CommonArgs::default(), &MountArgs::default(), &env, &toml).expect("resolves");
+        assert_eq!(from_env.service.discovery.redis_url.as_deref(), Some("redis://env:2/"));
+        assert_eq!(from_env.service.prefix, "env-");
+        assert_eq!(from_env.service.files_root, PathBuf::from("/from-file"));
+        assert_eq!(from_env.api_listen, Some("127.0.0.1:5000".parse().expect("address")));
+        assert_eq!(from_env.file_mode, 0o640);
+        assert_eq!(from_env.uid, Some(8));
+
+        let flags = CommonArgs {
+            redis_url: Some("redis://flag:3/".to_owned()),
+            prefix: Some("flag-".to_owned()),
+            api_listen: Some("0.0.0.0:6000".to_owned()),
+            ..CommonArgs::default()
+        };
+        let mount = MountArgs { file_mode: Some("0o444".to_owned()), uid: Some(9), ..MountArgs::default() };
+        let from_flags = resolve(&flags, &mount, &env, &toml).expect("resolves");
+        assert_eq!(from_flags.service.discovery.redis_url.as_deref(), Some("redis://flag:3/"));
+        assert_eq!(from_flags.service.prefix, "flag-");
+        assert_eq!(from_flags.api_listen, Some("0.0.0.0:6000".parse().expect("address")));
+        assert_eq!(from_flags.file_mode, 0o444);
+        assert_eq!(from_flags.uid, Some(9));
+    }
+
+    #[test]
+    fn config_dir_places_the_rules_file_and_a_preset_saves_there() {
+        let env = environment(&[("CONFIG_DIR", "/srv/cfg")]);
+        let common = CommonArgs { preset: Some("plex".to_owned()), ..CommonArgs::default() };
+        let settings = resolve(&common, &MountArgs::default(), env, &FileConfig::default()).expect("resolves");
+        assert_eq!(
+            settings.service.rules,
+            RulesSource::Preset { name: "plex".to_owned(), save_to: PathBuf::from("/srv/cfg/renaming-rules.json") }
+        );
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_name() {
+        let env = environment(&[("FUSE_DIR_MODE", "rwx")]);
+        let error = resolve(&CommonArgs::default(), &MountArgs::default(), env, &FileConfig::default())
+            .expect_err("must fail");
+        assert!(format!("{error:#}").contains("FUSE_DIR_MODE"), "{error:#}");
+        let no_api = CommonArgs { no_api: true, ..CommonArgs::default() };
+        let settings = resolve(&no_api, &MountArgs::default(), environment(&[]), &FileConfig::default()).expect("ok");
+        assert_eq!(settings.api_listen, None);
+        assert!(toml::from_str::<FileConfig>("redis_ulr = \"x\"").is_err(), "typos are rejected");
+    }
+}
