@@ -1,1 +1,240 @@
-fn main() {}
+//! `metafuse-bench`: seeds synthetic libraries and times every bootstrap
+//! strategy against the old design on the same data.
+
+mod baseline;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use metafuse_stream::{Projection, Rules, Source, Strategy};
+use metafuse_testkit::{Library, LibrarySpec};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a synthetic library to Redis (after FLUSHDB).
+    Seed {
+        /// Redis URL.
+        #[arg(long)]
+        redis_url: String,
+        /// Number of files.
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// Add updates, moves, property deletions and file deletions.
+        #[arg(long)]
+        churn: bool,
+        /// Trim the stream to about this many entries while writing.
+        #[arg(long)]
+        maxlen: Option<usize>,
+        /// RNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Prefix of the `file:` keys.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Time every strategy and the old design on what Redis holds.
+    Replay {
+        /// Redis URL.
+        #[arg(long)]
+        redis_url: String,
+        /// Rules preset whose relevant properties to use.
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// Prefix of the `file:` keys.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Stop the old design after this many events and extrapolate
+        /// (it fetches one key per round trip: minutes for 100k files).
+        #[arg(long, default_value_t = 200_000)]
+        baseline_limit: u64,
+        /// Runs of each strategy; the fastest is reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let arguments = Arguments::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match arguments.command {
+        Command::Seed {
+            redis_url,
+            files,
+            churn,
+            maxlen,
+            seed,
+            prefix,
+        } => seed_library(
+            &redis_url,
+            &LibrarySpec {
+                n_files: files,
+                seed,
+                churn,
+            },
+            maxlen,
+            &prefix,
+        ),
+        Command::Replay {
+            redis_url,
+            preset,
+            prefix,
+            baseline_limit,
+            runs,
+        } => runtime.block_on(compare(
+            &redis_url,
+            &preset,
+            &prefix,
+            baseline_limit,
+            runs.max(1),
+        )),
+    }
+}
+
+fn seed_library(
+    url: &str,
+    spec: &LibrarySpec,
+    maxlen: Option<usize>,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let library = Library::generate(spec);
+    let generated = started.elapsed();
+    let client = redis::Client::open(url).with_context(|| format!("invalid redis url {url:?}"))?;
+    let mut connection = client.get_connection().context("cannot connect to redis")?;
+    redis::cmd("FLUSHDB")
+        .query::<()>(&mut connection)
+        .context("FLUSHDB failed")?;
+    library
+        .write_all(&mut connection, prefix, maxlen)
+        .context("writing the library failed")?;
+    let length: u64 = redis::cmd("XLEN")
+        .arg(metafuse_stream::EVENTS_STREAM)
+        .query(&mut connection)?;
+    println!(
+        "seeded {} files: {} writes, {} stream entries kept (generated in {:.2} s, written in {:.2} s)",
+        spec.n_files,
+        library.writes.len(),
+        length,
+        generated.as_secs_f64(),
+        (started.elapsed() - generated).as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// One measured bootstrap.
+struct Measurement {
+    label: String,
+    elapsed: Duration,
+    n_events: u64,
+    n_files: usize,
+    state_size: Option<usize>,
+    note: String,
+}
+
+impl Measurement {
+    fn print(&self, baseline: Option<Duration>) {
+        let seconds = self.elapsed.as_secs_f64().max(1e-9);
+        let bytes_per_file = match self.state_size {
+            Some(size) if self.n_files > 0 => format!("{}", size / self.n_files),
+            _ => "n/a".to_owned(),
+        };
+        let speed_up = baseline.map_or("".to_owned(), |baseline| {
+            format!("{:.0}x", baseline.as_secs_f64() / seconds)
+        });
+        println!(
+            "{:<22} {:>10.3} {:>12.0} {:>11.0} {:>10} {:>9}  {}",
+            self.label,
+            seconds,
+            self.n_events as f64 / seconds,
+            self.n_files as f64 / seconds,
+            bytes_per_file,
+            speed_up,
+            self.note
+        );
+    }
+}
+
+async fn compare(
+    url: &str,
+    preset: &str,
+    prefix: &str,
+    baseline_limit: u64,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let relevant = Rules::preset(preset)?.relevant_properties();
+    let mut source = Source::connect(url, prefix).await?;
+    let mut measurements = Vec::new();
+    for strategy in [Strategy::Auto, Strategy::Replay, Strategy::Snapshot] {
+        let mut best: Option<Measurement> = None;
+        for _ in 0..runs {
+            let mut projection = Projection::new(relevant.clone());
+            let report = source.bootstrap(&mut projection, strategy, |_| {}).await?;
+            let stats = projection.stats();
+            let label = match strategy {
+                Strategy::Auto => format!("auto ({})", report.strategy_used.name()),
+                other => other.name().to_owned(),
+            };
+            let measurement = Measurement {
+                label,
+                elapsed: report.elapsed,
+                n_events: report.n_events,
+                n_files: stats.file_count,
+                state_size: Some(stats.state_size),
+                note: format!(
+                    "{} fetched, load {} ms, catch-up {} ms; {}",
+                    report.n_fetched,
+                    report.timings.load.as_millis(),
+                    report.timings.catch_up.as_millis(),
+                    report.reason
+                ),
+            };
+            if best
+                .as_ref()
+                .is_none_or(|best| measurement.elapsed < best.elapsed)
+            {
+                best = Some(measurement);
+            }
+        }
+        measurements.extend(best);
+    }
+    let old = baseline::run(url, prefix, &relevant, baseline_limit).await?;
+    let baseline_elapsed = old.extrapolated;
+    let old_measurement = Measurement {
+        label: "old design (1 GET/event)".to_owned(),
+        elapsed: old.extrapolated,
+        n_events: old.n_stream_entries,
+        n_files: measurements
+            .first()
+            .map_or(old.n_files, |measurement| measurement.n_files),
+        state_size: None,
+        note: if old.n_events < old.n_stream_entries {
+            format!(
+                "EXTRAPOLATED from {} of {} events in {:.1} s",
+                old.n_events,
+                old.n_stream_entries,
+                old.measured.as_secs_f64()
+            )
+        } else {
+            "measured over the whole stream".to_owned()
+        },
+    };
+    println!(
+        "{:<22} {:>10} {:>12} {:>11} {:>10} {:>9}  note",
+        "strategy", "ready s", "events/s", "files/s", "B/file", "speed-up"
+    );
+    for measurement in &measurements {
+        measurement.print(Some(baseline_elapsed));
+    }
+    old_measurement.print(None);
+    Ok(())
+}

@@ -1,2 +1,44 @@
-//! metafuse-state: see Cargo.toml description.
+//! The state projection of metafuse: for every file, only its relevant
+//! properties, compactly stored, built from values fetched from Redis.
+//!
+//! Pure: no IO, no async. The stream side (`metafuse-stream`) reads events
+//! and fetches values; this crate turns them into per-file state and
+//! [`Delta`]s (a file became visible, changed, or is gone), following the
+//! behaviour contract (spec §3):
+//!
+//! - a file is complete (visible) once it has a non-empty `filePath`;
+//! - `""` counts as absent everywhere, so storing it deletes the property;
+//! - deleting `filePath` hides the file but keeps its other properties;
+//!   deleting its last property forgets it;
+//! - any change of a complete file, including a deletion, is a change.
+//!
+//! ```
+//! use metafuse_rules::RelevantProperties;
+//! use metafuse_state::{Delta, FetchedValue, Projection};
+//!
+//! let mut projection = Projection::new(RelevantProperties::from_names(["title"]));
+//! let deltas = projection.apply_batch([
+//!     FetchedValue { hash_id: "abc", property: "title", value: Some("Heat") },
+//!     FetchedValue { hash_id: "abc", property: "filePath", value: Some("watch/heat.mkv") },
+//!     FetchedValue { hash_id: "abc", property: "genre", value: Some("crime") }, // not relevant
+//! ]);
+//! assert_eq!(deltas, vec![Delta::Visible("abc".into())]);
+//! let file = projection.file("abc").unwrap();
+//! assert_eq!(file.get("title"), Some("Heat"));
+//! assert_eq!(file.get("genre"), None);
+//!
+//! assert_eq!(projection.apply("abc", "filePath", None), Some(Delta::Gone("abc".into())));
+//! assert_eq!(projection.complete_count(), 0);
+//! assert_eq!(projection.file_count(), 1); // still knows the title
+//! ```
 #![warn(missing_docs)]
+
+mod key;
+mod projection;
+mod record;
+
+pub use key::{KeyError, parse_event_key};
+pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,8 @@
 //! and stops it when dropped.
 #![warn(missing_docs)]
 
+mod library;
 mod redis_server;
 
+pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
 pub use redis_server::{RedisServer, RedisServerError};

@@ -52,7 +52,12 @@ impl RedisServer {
             .tempdir()
             .map_err(RedisServerError::Prepare)?;
         let port = free_port().map_err(RedisServerError::Prepare)?;
-        let mut server = Self { child: None, port, dir, persistent };
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+            persistent,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -110,7 +115,11 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.persistent {
-            command.arg("--appendonly").arg("yes").arg("--appendfsync").arg("always");
+            command
+                .arg("--appendonly")
+                .arg("yes")
+                .arg("--appendfsync")
+                .arg("always");
         } else {
             command.arg("--appendonly").arg("no");
         }
@@ -153,7 +162,10 @@ fn wait_until_ready(port: u16, limit: Duration) -> Result<(), RedisServerError> 
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(RedisServerError::NotReady { port, seconds: limit.as_secs() })
+    Err(RedisServerError::NotReady {
+        port,
+        seconds: limit.as_secs(),
+    })
 }
 
 #[cfg(test)]
@@ -164,7 +176,11 @@ mod tests {
     fn starts_answers_and_restarts_with_data() {
         let mut server = RedisServer::start_persistent().unwrap();
         let mut connection = server.client().get_connection().unwrap();
-        let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut connection).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query(&mut connection)
+            .unwrap();
         server.restart().unwrap();
         let mut connection = server.client().get_connection().unwrap();
         let value: String = redis::cmd("GET").arg("k").query(&mut connection).unwrap();

@@ -1,0 +1,492 @@
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use metafuse_rules::RelevantProperties;
+
+use crate::record::{self, NameId, RecordProperties};
+
+/// The property that makes a file complete (visible) when non-empty.
+const FILE_PATH: &str = "filePath";
+/// `filePath` is interned first, so its id is always 0.
+const FILE_PATH_ID: NameId = 0;
+
+/// One value fetched from Redis for a relevant key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchedValue<'v> {
+    /// The file's hashId.
+    pub hash_id: &'v str,
+    /// The property name as stored (`titles/eng`).
+    pub property: &'v str,
+    /// The current value; `None` (or `""`) means the key is gone.
+    pub value: Option<&'v str>,
+}
+
+/// What a change did to a file as seen from the outside.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Delta {
+    /// The file became complete: it now has a non-empty `filePath`.
+    Visible(String),
+    /// A property of a complete file changed (set or deleted).
+    Changed(String),
+    /// The file stopped being complete (its `filePath` is gone, or the file).
+    Gone(String),
+}
+
+impl Delta {
+    /// The hashId of the file concerned.
+    pub fn hash_id(&self) -> &str {
+        match self {
+            Delta::Visible(hash_id) | Delta::Changed(hash_id) | Delta::Gone(hash_id) => hash_id,
+        }
+    }
+
+    fn from_transition(hash_id: &str, was_complete: bool, is_complete: bool) -> Option<Delta> {
+        match (was_complete, is_complete) {
+            (true, true) => Some(Delta::Changed(hash_id.to_owned())),
+            (false, true) => Some(Delta::Visible(hash_id.to_owned())),
+            (true, false) => Some(Delta::Gone(hash_id.to_owned())),
+            (false, false) => None,
+        }
+    }
+}
+
+/// What must be fetched after the relevant set grew (see
+/// [`Projection::set_relevant`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchPlan {
+    /// Every file the projection knows.
+    pub hash_ids: Vec<String>,
+    /// Newly relevant property names (`/` form) to fetch for every file.
+    pub properties: Vec<String>,
+    /// Newly relevant names whose nested keys (`{name}/…`) are relevant too
+    /// and can only be found by scanning.
+    pub nested_prefixes: Vec<String>,
+}
+
+impl FetchPlan {
+    /// True when nothing needs fetching.
+    pub fn is_empty(&self) -> bool {
+        self.properties.is_empty() && self.nested_prefixes.is_empty()
+    }
+
+    /// The exact keys to fetch: every known file × every newly relevant name.
+    pub fn exact_keys<'p>(
+        &'p self,
+        key_prefix: &'p str,
+    ) -> impl Iterator<Item = (&'p str, &'p str, String)> + 'p {
+        self.hash_ids.iter().flat_map(move |hash_id| {
+            self.properties.iter().map(move |property| {
+                (
+                    hash_id.as_str(),
+                    property.as_str(),
+                    format!("{key_prefix}file:{hash_id}/{property}"),
+                )
+            })
+        })
+    }
+}
+
+/// Counters of the stream side, recorded into the projection so that
+/// [`Projection::stats`] tells the whole story.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Stream entries read.
+    pub n_events: u64,
+    /// Entries whose property is not relevant (never fetched).
+    pub n_skipped: u64,
+    /// Entries that were malformed and skipped.
+    pub n_malformed: u64,
+}
+
+/// Statistics of a projection (`/api/fuse/stats` → `stateBuilder`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Stream entries processed.
+    pub events_processed: u64,
+    /// Relevant values fetched and applied.
+    pub properties_fetched: u64,
+    /// Entries skipped because their property is not relevant.
+    pub properties_skipped: u64,
+    /// Malformed stream entries skipped.
+    pub malformed_entries: u64,
+    /// Files with a non-empty `filePath`.
+    pub files_complete: usize,
+    /// Files known (with at least one relevant property).
+    pub file_count: usize,
+    /// The last stream id the projection reflects, if any.
+    pub last_event_id: Option<String>,
+    /// Estimated heap bytes held by the projection.
+    pub state_size: usize,
+    /// The bootstrap strategy used, as recorded by the stream side.
+    pub strategy: Option<String>,
+    /// How long the bootstrap took, as recorded by the stream side.
+    pub bootstrap_duration: Option<Duration>,
+}
+
+/// Interned property names: records store small ids instead of strings, and
+/// relevance is decided once per distinct name instead of once per value.
+#[derive(Clone, Debug)]
+struct PropertyNames {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, NameId>,
+    relevant: Vec<bool>,
+}
+
+impl PropertyNames {
+    fn new(relevant: &RelevantProperties) -> Self {
+        let mut names = Self {
+            names: Vec::new(),
+            ids: HashMap::new(),
+            relevant: Vec::new(),
+        };
+        let file_path_id = names.intern(FILE_PATH, relevant);
+        debug_assert_eq!(file_path_id, FILE_PATH_ID);
+        names
+    }
+
+    fn intern(&mut self, name: &str, relevant: &RelevantProperties) -> NameId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as NameId;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        self.relevant.push(relevant.is_relevant(name));
+        id
+    }
+
+    fn name(&self, id: NameId) -> &str {
+        self.names.get(id as usize).map_or("", |name| name)
+    }
+
+    fn heap_size(&self) -> usize {
+        let strings: usize = self
+            .names
+            .iter()
+            .map(|name| 2 * record::allocation_cost(name.len()))
+            .sum();
+        strings + self.ids.capacity() * 24 + self.names.capacity() * 16 + self.relevant.capacity()
+    }
+}
+
+/// The projection: for every file, only its relevant properties, compactly
+/// stored; applying fetched values yields [`Delta`]s.
+///
+/// Pure data: no IO, no async; `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Projection {
+    relevant: RelevantProperties,
+    names: PropertyNames,
+    files: HashTable<Box<[u8]>>,
+    hasher: DefaultHashBuilder,
+    complete_count: usize,
+    record_bytes: usize,
+    counts: EventCounts,
+    properties_fetched: u64,
+    last_event_id: Option<String>,
+    strategy: Option<String>,
+    bootstrap_duration: Option<Duration>,
+}
+
+/// How one applied value changed a file: completeness before and after.
+#[derive(Clone, Copy, Debug)]
+struct Transition {
+    was_complete: bool,
+    is_complete: bool,
+}
+
+impl Projection {
+    /// An empty projection tracking `relevant`.
+    pub fn new(relevant: RelevantProperties) -> Self {
+        Self {
+            names: PropertyNames::new(&relevant),
+            relevant,
+            files: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            complete_count: 0,
+            record_bytes: 0,
+            counts: EventCounts::default(),
+            properties_fetched: 0,
+            last_event_id: None,
+            strategy: None,
+            bootstrap_duration: None,
+        }
+    }
+
+    /// The relevant properties in force.
+    pub fn relevant(&self) -> &RelevantProperties {
+        &self.relevant
+    }
+
+    /// Applies one fetched value. `None` or `""` deletes the property.
+    ///
+    /// Returns `Visible` when the file became complete, `Gone` when it
+    /// stopped being complete, `Changed` for any other change of a complete
+    /// file, and nothing when nothing visible changed (including values for
+    /// properties that are not relevant, which are ignored).
+    pub fn apply(&mut self, hash_id: &str, property: &str, value: Option<&str>) -> Option<Delta> {
+        let transition = self.update(hash_id, property, value)?;
+        Delta::from_transition(hash_id, transition.was_complete, transition.is_complete)
+    }
+
+    /// Applies a batch and returns at most one delta per file, its net
+    /// change over the batch, in the order files were first changed.
+    pub fn apply_batch<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+    ) -> Vec<Delta> {
+        // Per file: completeness before the batch, and after its last change.
+        let mut touched: HashMap<&'v str, Transition> = HashMap::new();
+        let mut order: Vec<&'v str> = Vec::new();
+        for fetched in values {
+            let Some(transition) = self.update(fetched.hash_id, fetched.property, fetched.value)
+            else {
+                continue;
+            };
+            touched
+                .entry(fetched.hash_id)
+                .and_modify(|net| net.is_complete = transition.is_complete)
+                .or_insert_with(|| {
+                    order.push(fetched.hash_id);
+                    transition
+                });
+        }
+        order
+            .into_iter()
+            .filter_map(|hash_id| {
+                let net = touched.get(hash_id)?;
+                Delta::from_transition(hash_id, net.was_complete, net.is_complete)
+            })
+            .collect()
+    }
+
+    /// Stores one value; `None` when nothing changed.
+    fn update(&mut self, hash_id: &str, property: &str, value: Option<&str>) -> Option<Transition> {
+        let name_id = self.names.intern(property, &self.relevant);
+        if !self.names.relevant[name_id as usize] {
+            return None;
+        }
+        self.properties_fetched += 1;
+        let value = value.filter(|value| !value.is_empty());
+        let hash = self.hasher.hash_one(hash_id);
+        let hasher = &self.hasher;
+        let entry = self.files.entry(
+            hash,
+            |stored| record::hash_id(stored) == hash_id,
+            |stored| hasher.hash_one(record::hash_id(stored)),
+        );
+        let transition = match entry {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                let stored = occupied.get();
+                if record::get(stored, name_id) == value {
+                    return None;
+                }
+                let was_complete = record::get(stored, FILE_PATH_ID).is_some();
+                let old_cost = record::allocation_cost(stored.len());
+                let others = RecordProperties::new(stored).filter(|(id, _)| *id != name_id);
+                let updated =
+                    record::encode(hash_id, others.chain(value.map(|value| (name_id, value))));
+                let is_complete = record::get(&updated, FILE_PATH_ID).is_some();
+                self.record_bytes -= old_cost;
+                if record::is_empty(&updated) {
+                    occupied.remove();
+                } else {
+                    self.record_bytes += record::allocation_cost(updated.len());
+                    *occupied.get_mut() = updated;
+                }
+                Transition {
+                    was_complete,
+                    is_complete,
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let value = value?;
+                let created = record::encode(hash_id, [(name_id, value)]);
+                self.record_bytes += record::allocation_cost(created.len());
+                vacant.insert(created);
+                Transition {
+                    was_complete: false,
+                    is_complete: name_id == FILE_PATH_ID,
+                }
+            }
+        };
+        match (transition.was_complete, transition.is_complete) {
+            (false, true) => self.complete_count += 1,
+            (true, false) => self.complete_count -= 1,
+            _ => {}
+        }
+        Some(transition)
+    }
+
+    /// The file `hash_id`, complete or not, if it has any relevant property.
+    pub fn file(&self, hash_id: &str) -> Option<FileRef<'_>> {
+        let hash = self.hasher.hash_one(hash_id);
+        let stored = self
+            .files
+            .find(hash, |stored| record::hash_id(stored) == hash_id)?;
+        Some(FileRef {
+            record: stored,
+            names: &self.names,
+        })
+    }
+
+    /// Every known file, complete or not, in no particular order.
+    pub fn files(&self) -> impl Iterator<Item = (&str, FileRef<'_>)> {
+        self.files.iter().map(|stored| {
+            (
+                record::hash_id(stored),
+                FileRef {
+                    record: stored,
+                    names: &self.names,
+                },
+            )
+        })
+    }
+
+    /// Every complete file (non-empty `filePath`), in no particular order.
+    pub fn complete_files(&self) -> impl Iterator<Item = (&str, FileRef<'_>)> {
+        self.files().filter(|(_, file)| file.is_complete())
+    }
+
+    /// Number of known files.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Number of complete files.
+    pub fn complete_count(&self) -> usize {
+        self.complete_count
+    }
+
+    /// Switches to a new relevant set (the rules changed): properties no
+    /// longer relevant are dropped now; the returned plan says what must be
+    /// fetched for the newly relevant ones. Dropping never touches
+    /// `filePath` (always relevant), so completeness is unchanged.
+    pub fn set_relevant(&mut self, relevant: RelevantProperties) -> FetchPlan {
+        let previous = std::mem::replace(&mut self.relevant, relevant);
+        for (id, name) in self.names.names.iter().enumerate() {
+            self.names.relevant[id] = self.relevant.is_relevant(name);
+        }
+        let flags = &self.names.relevant;
+        let mut record_bytes = 0;
+        self.files.retain(|stored| {
+            let keeps_all = RecordProperties::new(stored).all(|(id, _)| flags[id as usize]);
+            if !keeps_all {
+                let kept = RecordProperties::new(stored).filter(|(id, _)| flags[*id as usize]);
+                *stored = record::encode(record::hash_id(stored), kept);
+            }
+            record_bytes += record::allocation_cost(stored.len());
+            !record::is_empty(stored)
+        });
+        self.record_bytes = record_bytes;
+        self.complete_count = self
+            .files
+            .iter()
+            .filter(|stored| record::get(stored, FILE_PATH_ID).is_some())
+            .count();
+
+        let added = self.relevant.added_since(&previous);
+        let mut properties: Vec<String> = Vec::new();
+        for name in &added {
+            // Tracking `titles/eng` makes `titles` itself relevant too.
+            let mut parents: Vec<&str> = name
+                .char_indices()
+                .filter(|(_, c)| *c == '/')
+                .map(|(index, _)| &name[..index])
+                .collect();
+            parents.push(name);
+            for candidate in parents {
+                if !previous.is_relevant(candidate)
+                    && !properties.iter().any(|known| known == candidate)
+                {
+                    properties.push(candidate.to_owned());
+                }
+            }
+        }
+        FetchPlan {
+            hash_ids: self
+                .files
+                .iter()
+                .map(|stored| record::hash_id(stored).to_owned())
+                .collect(),
+            properties,
+            nested_prefixes: added,
+        }
+    }
+
+    /// Records stream-side counters (added to the running totals) and the
+    /// last stream id now reflected.
+    pub fn record_events(&mut self, counts: EventCounts, last_event_id: &str) {
+        self.counts.n_events += counts.n_events;
+        self.counts.n_skipped += counts.n_skipped;
+        self.counts.n_malformed += counts.n_malformed;
+        if self.last_event_id.as_deref() != Some(last_event_id) {
+            self.last_event_id = Some(last_event_id.to_owned());
+        }
+    }
+
+    /// Records how the projection was bootstrapped.
+    pub fn record_bootstrap(&mut self, strategy: &str, duration: Duration) {
+        self.strategy = Some(strategy.to_owned());
+        self.bootstrap_duration = Some(duration);
+    }
+
+    /// The last stream id the projection reflects, if any.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
+    }
+
+    /// Estimated heap bytes: the hash table, every file record, the names.
+    pub fn state_size(&self) -> usize {
+        let table = self.files.capacity() * (std::mem::size_of::<Box<[u8]>>() + 1);
+        table + self.record_bytes + self.names.heap_size()
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            events_processed: self.counts.n_events,
+            properties_fetched: self.properties_fetched,
+            properties_skipped: self.counts.n_skipped,
+            malformed_entries: self.counts.n_malformed,
+            files_complete: self.complete_count,
+            file_count: self.files.len(),
+            last_event_id: self.last_event_id.clone(),
+            state_size: self.state_size(),
+            strategy: self.strategy.clone(),
+            bootstrap_duration: self.bootstrap_duration,
+        }
+    }
+}
+
+/// A view of one file's stored (relevant, non-empty) properties.
+#[derive(Clone, Copy, Debug)]
+pub struct FileRef<'a> {
+    record: &'a [u8],
+    names: &'a PropertyNames,
+}
+
+impl<'a> FileRef<'a> {
+    /// The file's hashId.
+    pub fn hash_id(&self) -> &'a str {
+        record::hash_id(self.record)
+    }
+
+    /// True when the file has a non-empty `filePath`.
+    pub fn is_complete(&self) -> bool {
+        record::get(self.record, FILE_PATH_ID).is_some()
+    }
+
+    /// The value of a property by its stored name (`titles/eng`).
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        let id = *self.names.ids.get(name)?;
+        record::get(self.record, id)
+    }
+
+    /// Every stored property as `(name, value)`, in no particular order.
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let names = self.names;
+        RecordProperties::new(self.record).map(move |(id, value)| (names.name(id), value))
+    }
+}

@@ -1,0 +1,137 @@
+//! The packed form of one file: a single heap allocation holding its hashId
+//! and every stored property as `varint(name id) varint(len) bytes`.
+//!
+//! One allocation per file (instead of a map of strings) is what keeps the
+//! projection near 200 bytes per file: a `HashMap<String, String>` per file
+//! costs more in headers and padding than the values themselves.
+
+pub(crate) type NameId = u32;
+
+fn push_varint(buffer: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        buffer.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buffer.push(value as u8);
+}
+
+/// Reads a varint at `*position`; records are only built by us, so a
+/// truncated one is a bug, answered with 0 rather than a panic.
+fn read_varint(bytes: &[u8], position: &mut usize) -> u32 {
+    let mut value = 0u32;
+    let mut shift = 0;
+    while let Some(&byte) = bytes.get(*position) {
+        *position += 1;
+        value |= u32::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    value
+}
+
+fn as_str(bytes: &[u8]) -> &str {
+    // Every byte string in a record was copied from a `&str`.
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Builds a record from a hashId and `(name id, value)` pairs.
+pub(crate) fn encode<'a>(
+    hash_id: &str,
+    properties: impl IntoIterator<Item = (NameId, &'a str)>,
+) -> Box<[u8]> {
+    let mut buffer = Vec::with_capacity(hash_id.len() + 64);
+    push_varint(&mut buffer, hash_id.len() as u32);
+    buffer.extend_from_slice(hash_id.as_bytes());
+    for (name_id, value) in properties {
+        push_varint(&mut buffer, name_id);
+        push_varint(&mut buffer, value.len() as u32);
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    buffer.into_boxed_slice()
+}
+
+/// Where the properties start, and the hashId.
+fn split_header(record: &[u8]) -> (&str, usize) {
+    let mut position = 0;
+    let length = read_varint(record, &mut position) as usize;
+    let end = (position + length).min(record.len());
+    (as_str(&record[position..end]), end)
+}
+
+pub(crate) fn hash_id(record: &[u8]) -> &str {
+    split_header(record).0
+}
+
+/// Iterates over the `(name id, value)` pairs of a record.
+#[derive(Clone, Debug)]
+pub(crate) struct RecordProperties<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> RecordProperties<'a> {
+    pub(crate) fn new(record: &'a [u8]) -> Self {
+        let (_, position) = split_header(record);
+        Self {
+            bytes: record,
+            position,
+        }
+    }
+}
+
+impl<'a> Iterator for RecordProperties<'a> {
+    type Item = (NameId, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.position >= self.bytes.len() {
+            return None;
+        }
+        let name_id = read_varint(self.bytes, &mut self.position);
+        let length = read_varint(self.bytes, &mut self.position) as usize;
+        let end = (self.position + length).min(self.bytes.len());
+        let value = as_str(&self.bytes[self.position..end]);
+        self.position = end;
+        Some((name_id, value))
+    }
+}
+
+pub(crate) fn get(record: &[u8], name_id: NameId) -> Option<&str> {
+    RecordProperties::new(record)
+        .find(|(id, _)| *id == name_id)
+        .map(|(_, value)| value)
+}
+
+pub(crate) fn is_empty(record: &[u8]) -> bool {
+    RecordProperties::new(record).next().is_none()
+}
+
+/// Approximate heap cost of one allocation of `length` bytes with glibc
+/// malloc (8-byte header, 16-byte granularity, 32-byte minimum chunk).
+pub(crate) fn allocation_cost(length: usize) -> usize {
+    if length == 0 {
+        return 0;
+    }
+    (length + 8).div_ceil(16).max(2) * 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_hash_id_and_properties() {
+        let long_value = "x".repeat(300);
+        let record = encode("abc", [(1, "v"), (200, long_value.as_str()), (70_000, "")]);
+        assert_eq!(hash_id(&record), "abc");
+        let properties: Vec<_> = RecordProperties::new(&record).collect();
+        assert_eq!(
+            properties,
+            vec![(1, "v"), (200, long_value.as_str()), (70_000, "")]
+        );
+        assert_eq!(get(&record, 200), Some(long_value.as_str()));
+        assert_eq!(get(&record, 2), None);
+        assert!(is_empty(&encode("abc", [])));
+    }
+}

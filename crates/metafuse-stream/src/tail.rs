@@ -1,0 +1,258 @@
+//! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
+//! on another, reconnecting with backoff after a connection loss.
+
+use std::time::Duration;
+
+use metafuse_rules::RelevantProperties;
+use metafuse_state::{EventCounts, FetchedValue};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+
+use crate::entries::{EntryBatch, RelevanceCache, last_entry_id};
+use crate::error::StreamError;
+use crate::fetch::{FetchedValues, fetch_values};
+use crate::info::{EVENTS_STREAM, stream_info};
+
+/// Entries per `XREAD`.
+const ENTRIES_PER_READ: usize = 10_000;
+/// How long one `XREAD` blocks before it is reissued.
+const DEFAULT_BLOCK: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Fetch replies are small; a stalled server must not hang the tail.
+const FETCH_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One batch of the tail: the current values of the relevant keys that
+/// changed, fetched outside any lock of the caller.
+#[derive(Clone, Debug, Default)]
+pub struct TailBatch {
+    /// The fetched values.
+    pub values: FetchedValues,
+    /// The id of the last entry read (the tail's new position).
+    pub last_event_id: String,
+    /// Entries read, skipped and malformed in this batch.
+    pub counts: EventCounts,
+}
+
+impl TailBatch {
+    /// The values, ready for `Projection::apply_batch`.
+    pub fn fetched(&self) -> impl Iterator<Item = FetchedValue<'_>> {
+        self.values.iter()
+    }
+}
+
+/// What the tail saw next.
+#[derive(Clone, Debug)]
+pub enum TailEvent {
+    /// New entries: apply the values, then record the counts and id.
+    Batch(TailBatch),
+    /// The stream no longer holds every entry after our position (trimmed,
+    /// or Redis came back without it): rebuild by snapshot into a fresh
+    /// projection, then [`Tail::resume_from`] its last id.
+    Resync {
+        /// Our position when the gap was detected.
+        last_event_id: String,
+    },
+}
+
+/// Follows `meta:events` after a position (see `Source::tail`).
+pub struct Tail {
+    client: redis::Client,
+    prefix: String,
+    last_event_id: String,
+    block: Duration,
+    read_connection: Option<MultiplexedConnection>,
+    fetch_connection: Option<MultiplexedConnection>,
+    relevance: Option<RelevanceCache>,
+    /// Set while Redis is unreachable, so an outage is logged once.
+    outage_attempts: Option<u32>,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Tail")
+            .field("prefix", &self.prefix)
+            .field("last_event_id", &self.last_event_id)
+            .field("connected", &self.read_connection.is_some())
+            .finish()
+    }
+}
+
+impl Tail {
+    pub(crate) fn new(client: redis::Client, prefix: &str, last_event_id: &str) -> Self {
+        Self {
+            client,
+            prefix: prefix.to_owned(),
+            last_event_id: last_event_id.to_owned(),
+            block: DEFAULT_BLOCK,
+            read_connection: None,
+            fetch_connection: None,
+            relevance: None,
+            outage_attempts: None,
+        }
+    }
+
+    /// How long one `XREAD BLOCK` waits before it is reissued (default 5 s).
+    pub fn set_block(&mut self, block: Duration) {
+        self.block = block.max(Duration::from_millis(1));
+    }
+
+    /// The id of the last entry read.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// Continues after `last_event_id` (after a resynchronisation).
+    pub fn resume_from(&mut self, last_event_id: &str) {
+        self.last_event_id = last_event_id.to_owned();
+    }
+
+    /// Waits for the next entries and returns the current values of their
+    /// relevant keys. Connection loss is retried with backoff and resumes
+    /// from the last id; only errors that retrying cannot fix are returned.
+    ///
+    /// Cancel-safe: dropping the future loses nothing, the position only
+    /// advances when a batch is returned.
+    pub async fn next_batch(
+        &mut self,
+        relevant: &RelevantProperties,
+    ) -> Result<TailEvent, StreamError> {
+        match &mut self.relevance {
+            Some(relevance) => relevance.set(relevant),
+            None => self.relevance = Some(RelevanceCache::new(relevant.clone())),
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.try_next_batch().await {
+                Ok(Some(event)) => {
+                    self.recovered();
+                    return Ok(event);
+                }
+                Ok(None) => self.recovered(),
+                Err(error) if error.is_connection_error() => {
+                    self.read_connection = None;
+                    self.fetch_connection = None;
+                    let attempts = self.outage_attempts.get_or_insert(0);
+                    if *attempts == 0 {
+                        tracing::warn!(%error, last_event_id = self.last_event_id, "lost redis; retrying with backoff");
+                    }
+                    *attempts += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(attempts) = self.outage_attempts.take() {
+            tracing::info!(
+                attempts,
+                last_event_id = self.last_event_id,
+                "redis is back; resuming the tail"
+            );
+        }
+    }
+
+    /// One `XREAD`; `None` when it timed out without entries.
+    async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
+        if self.read_connection.is_none() || self.fetch_connection.is_none() {
+            let blocking = AsyncConnectionConfig::new().set_response_timeout(None);
+            let fetching =
+                AsyncConnectionConfig::new().set_response_timeout(Some(FETCH_RESPONSE_TIMEOUT));
+            let connect = |source| StreamError::Connect {
+                url: "the tail's redis".to_owned(),
+                source,
+            };
+            let read = self
+                .client
+                .get_multiplexed_async_connection_with_config(&blocking)
+                .await
+                .map_err(connect)?;
+            let mut fetch = self
+                .client
+                .get_multiplexed_async_connection_with_config(&fetching)
+                .await
+                .map_err(connect)?;
+            // After (re)connecting, the stream must still lead on from our
+            // position: a Redis that came back empty, or trimmed past us,
+            // means changes were lost.
+            let info = stream_info(&mut fetch).await?;
+            let at_start = self.last_event_id == "0-0" || self.last_event_id == "0";
+            let continuous = match &info {
+                Some(info) => {
+                    !info.is_behind(&self.last_event_id) && !info.lost_after(&self.last_event_id)
+                }
+                None => at_start,
+            };
+            self.read_connection = Some(read);
+            self.fetch_connection = Some(fetch);
+            if !continuous {
+                return Ok(Some(TailEvent::Resync {
+                    last_event_id: self.last_event_id.clone(),
+                }));
+            }
+        }
+        let (Some(read), Some(fetch), Some(relevance)) = (
+            &mut self.read_connection,
+            &mut self.fetch_connection,
+            &mut self.relevance,
+        ) else {
+            return Ok(None);
+        };
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(ENTRIES_PER_READ)
+            .arg("BLOCK")
+            .arg(self.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(EVENTS_STREAM)
+            .arg(&self.last_event_id)
+            .query_async(read)
+            .await
+            .map_err(StreamError::command("XREAD meta:events"))?;
+        let Some(entries) = stream_entries(reply) else {
+            return Ok(None);
+        };
+        let Some(last_id) = last_entry_id(&entries) else {
+            return Ok(None);
+        };
+        let mut batch = EntryBatch::default();
+        batch.add_entries(entries, &self.prefix, relevance);
+        // Entries after our old position were deleted before we read them
+        // (the stream was trimmed past us): they are lost to us.
+        if let Some(info) = stream_info(fetch).await?
+            && info.lost_after(&self.last_event_id)
+        {
+            return Ok(Some(TailEvent::Resync {
+                last_event_id: self.last_event_id.clone(),
+            }));
+        }
+        let values = fetch_values(fetch, std::mem::take(&mut batch.keys)).await?;
+        let counts = EventCounts {
+            n_malformed: batch.counts.n_malformed + values.n_malformed(),
+            ..batch.counts
+        };
+        self.last_event_id = last_id.clone();
+        Ok(Some(TailEvent::Batch(TailBatch {
+            values,
+            last_event_id: last_id,
+            counts,
+        })))
+    }
+}
+
+/// `XREAD` answers `[[stream, entries]]` (RESP2) or `{stream: entries}`
+/// (RESP3), or nil after a timeout.
+fn stream_entries(reply: Value) -> Option<Value> {
+    match reply {
+        Value::Array(streams) => match streams.into_iter().next()? {
+            Value::Array(mut stream) if stream.len() == 2 => stream.pop(),
+            _ => None,
+        },
+        Value::Map(streams) => streams.into_iter().next().map(|(_, entries)| entries),
+        _ => None,
+    }
+}

@@ -1,0 +1,216 @@
+//! The live tail against a real redis-server: concurrent writers, restarts,
+//! trimming, malformed entries, rules changes.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::{bootstrap, contents, expected, last_generated_id, relevant};
+use metafuse_stream::{Projection, Source, Strategy, Tail, TailEvent};
+use metafuse_testkit::{Library, LibrarySpec, RedisServer};
+
+/// Applies tail batches until the tail has read up to `target`.
+async fn follow_until(tail: &mut Tail, projection: &mut Projection, target: &str) {
+    let relevant = projection.relevant().clone();
+    while tail.last_event_id() != target {
+        match tail.next_batch(&relevant).await.unwrap() {
+            TailEvent::Batch(batch) => {
+                projection.apply_batch(batch.fetched());
+                projection.record_events(batch.counts, &batch.last_event_id);
+            }
+            TailEvent::Resync { last_event_id } => panic!("unexpected resync at {last_event_id}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_during_bootstrap_are_not_lost() {
+    let server = RedisServer::start().unwrap();
+    let library = Library::generate(&LibrarySpec {
+        n_files: 1500,
+        seed: 11,
+        churn: true,
+    });
+    let half = library.writes.len() / 2;
+    let mut connection = server.client().get_connection().unwrap();
+    library
+        .write_range(&mut connection, "", 0..half, None)
+        .unwrap();
+
+    for strategy in [Strategy::Replay, Strategy::Snapshot] {
+        let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
+        library
+            .write_range(&mut connection, "", 0..half, None)
+            .unwrap();
+        let writer_library = library.clone();
+        let mut writer_connection = server.client().get_connection().unwrap();
+        let writer = std::thread::spawn(move || {
+            let end = writer_library.writes.len();
+            writer_library
+                .write_range(&mut writer_connection, "", half..end, None)
+                .unwrap();
+        });
+        let (mut projection, report) = bootstrap(&server.url(), "", strategy).await;
+        writer.join().unwrap();
+        let target = last_generated_id(&mut connection);
+        let source = Source::connect(&server.url(), "").await.unwrap();
+        let mut tail = source.tail(&report.last_event_id);
+        follow_until(&mut tail, &mut projection, &target).await;
+        assert_eq!(
+            contents(&projection),
+            expected(&library.truth(), &relevant()),
+            "{strategy:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_survives_a_redis_restart_and_converges() {
+    let mut server = RedisServer::start_persistent().unwrap();
+    let library = Library::generate(&LibrarySpec {
+        n_files: 200,
+        seed: 12,
+        churn: true,
+    });
+    let third = library.writes.len() / 3;
+    let mut connection = server.client().get_connection().unwrap();
+    library
+        .write_range(&mut connection, "", 0..third, None)
+        .unwrap();
+    let (mut projection, report) = bootstrap(&server.url(), "", Strategy::Auto).await;
+    let source = Source::connect(&server.url(), "").await.unwrap();
+    let mut tail = source.tail(&report.last_event_id);
+    tail.set_block(std::time::Duration::from_millis(100));
+
+    library
+        .write_range(&mut connection, "", third..2 * third, None)
+        .unwrap();
+    let target = last_generated_id(&mut connection);
+    follow_until(&mut tail, &mut projection, &target).await;
+
+    server.kill();
+    // The tail keeps retrying while Redis is down, and resumes once it is back.
+    let relevant = relevant();
+    let pending = tokio::spawn(async move {
+        let event = tail.next_batch(&relevant).await.unwrap();
+        (tail, event)
+    });
+    server.restart().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    library
+        .write_range(&mut connection, "", 2 * third..library.writes.len(), None)
+        .unwrap();
+    let (mut tail, event) = pending.await.unwrap();
+    let TailEvent::Batch(batch) = event else {
+        panic!("a persistent redis needs no resync")
+    };
+    projection.apply_batch(batch.fetched());
+    projection.record_events(batch.counts, &batch.last_event_id);
+    let target = last_generated_id(&mut connection);
+    follow_until(&mut tail, &mut projection, &target).await;
+    assert_eq!(
+        contents(&projection),
+        expected(&library.truth(), &common::relevant())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_the_tail_asks_for_a_resync_and_a_snapshot_restores_the_truth() {
+    let server = RedisServer::start().unwrap();
+    let library = Library::generate(&LibrarySpec {
+        n_files: 100,
+        seed: 13,
+        churn: false,
+    });
+    let half = library.writes.len() / 2;
+    let mut connection = server.client().get_connection().unwrap();
+    library
+        .write_range(&mut connection, "", 0..half, None)
+        .unwrap();
+    let (_, report) = bootstrap(&server.url(), "", Strategy::Replay).await;
+    let mut source = Source::connect(&server.url(), "").await.unwrap();
+    let mut tail = source.tail(&report.last_event_id);
+
+    library
+        .write_range(&mut connection, "", half..library.writes.len(), None)
+        .unwrap();
+    let _: () = redis::cmd("XTRIM")
+        .arg("meta:events")
+        .arg("MAXLEN")
+        .arg(10)
+        .query(&mut connection)
+        .unwrap();
+    let event = tail.next_batch(&relevant()).await.unwrap();
+    assert!(
+        matches!(event, TailEvent::Resync { ref last_event_id } if *last_event_id == report.last_event_id),
+        "{event:?}"
+    );
+
+    let mut fresh = Projection::new(relevant());
+    let report = source
+        .bootstrap(&mut fresh, Strategy::Auto, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.strategy_used, Strategy::Snapshot);
+    tail.resume_from(&report.last_event_id);
+    assert_eq!(contents(&fresh), expected(&library.truth(), &relevant()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_counts_malformed_entries_and_moves_past_them() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    let (mut projection, report) = bootstrap(&server.url(), "", Strategy::Auto).await;
+    let source = Source::connect(&server.url(), "").await.unwrap();
+    let mut tail = source.tail(&report.last_event_id);
+    let _: () = redis::cmd("SET")
+        .arg("file:a/filePath")
+        .arg("watch/a.mkv")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("XADD")
+        .arg("meta:events")
+        .arg("*")
+        .arg("type")
+        .arg("oops")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("XADD")
+        .arg("meta:events")
+        .arg("*")
+        .arg("type")
+        .arg("set")
+        .arg("key")
+        .arg("file:a/filePath")
+        .query(&mut connection)
+        .unwrap();
+    let target = last_generated_id(&mut connection);
+    follow_until(&mut tail, &mut projection, &target).await;
+    assert_eq!(projection.stats().malformed_entries, 1);
+    assert!(projection.file("a").unwrap().is_complete());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newly_relevant_properties_are_fetched_for_known_files() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    let library = Library::generate(&LibrarySpec::new(60));
+    library.write_all(&mut connection, "p:", None).unwrap();
+    let mut source = Source::connect(&server.url(), "p:").await.unwrap();
+    let narrow = metafuse_stream::RelevantProperties::from_names(["title"]);
+    let mut projection = Projection::new(narrow);
+    source
+        .bootstrap(&mut projection, Strategy::Replay, |_| {})
+        .await
+        .unwrap();
+
+    let wide = metafuse_stream::RelevantProperties::from_names(["title", "video", "genres"]);
+    let plan = projection.set_relevant(wide.clone());
+    let values = source.fetch_plan(&plan).await.unwrap();
+    projection.apply_batch(values.iter());
+    assert_eq!(contents(&projection), expected(&library.truth(), &wide));
+    assert!(
+        projection
+            .files()
+            .any(|(_, file)| file.get("video/codec").is_some())
+    );
+}
