@@ -1,2 +1,18 @@
-//! metafuse-vfs: see Cargo.toml description.
+//! metafuse-vfs: the virtual tree of a library (pure, no IO, no async).
+//!
+//! [`Tree`] holds directories and files built from rendered paths, updated
+//! per file with collisions resolved from the current state alone, stable
+//! inodes and the kernel invalidations each change needs. [`Library`]
+//! composes the projection, the rules and the tree; [`SharedLibrary`] is the
+//! handle the FUSE mount and the HTTP API read from.
 #![warn(missing_docs)]
+
+mod library;
+mod names;
+mod tree;
+
+#[cfg(test)]
+mod tree_tests;
+
+pub use library::{Library, SharedLibrary};
+pub use tree::{FileSpec, Invalidation, NodeKind, NodeRef, ROOT_INODE, Tree, TreeBuilder};

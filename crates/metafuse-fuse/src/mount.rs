@@ -1,0 +1,283 @@
+//! Mounting, kernel invalidations and unmounting.
+
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use fuser::{BackgroundSession, Config, INodeNo, MountOption, Notifier, SessionACL};
+use metafuse_vfs::{Invalidation, SharedLibrary};
+
+use crate::filesystem::{MetafuseFilesystem, Ownership};
+use crate::source::{InvalidWebdavUrl, WebdavClient};
+
+/// How to mount a library.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Existing empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Root under which `filePath`s are found (`FILES_VOLUME`).
+    pub files_root: PathBuf,
+    /// WebDAV base URL for files not under `files_root` (plain `http://`).
+    pub webdav_base_url: Option<String>,
+    /// Owner reported for every node (`PUID`); default: this process's uid.
+    pub uid: Option<u32>,
+    /// Group reported for every node (`PGID`); default: this process's gid.
+    pub gid: Option<u32>,
+    /// Mode of files (`FUSE_FILE_MODE`).
+    pub file_mode: u16,
+    /// Mode of directories (`FUSE_DIR_MODE`).
+    pub dir_mode: u16,
+    /// Let other users (Plex, Jellyfin) read the mount.
+    pub allow_other: bool,
+    /// FUSE session threads.
+    pub n_threads: usize,
+    /// Try kernel passthrough reads (kernel >= 6.9, root); falls back to
+    /// reads through the mount when refused.
+    pub passthrough: bool,
+}
+
+impl MountOptions {
+    /// Defaults: modes 644/755, other users allowed, 4 threads, passthrough.
+    pub fn new(mountpoint: impl Into<PathBuf>, files_root: impl Into<PathBuf>) -> Self {
+        MountOptions {
+            mountpoint: mountpoint.into(),
+            files_root: files_root.into(),
+            webdav_base_url: None,
+            uid: None,
+            gid: None,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            allow_other: true,
+            n_threads: 4,
+            passthrough: true,
+        }
+    }
+}
+
+/// Why mounting or unmounting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The WebDAV URL is unusable.
+    #[error(transparent)]
+    WebdavUrl(#[from] InvalidWebdavUrl),
+    /// The kernel or fusermount refused the mount.
+    #[error("mounting on {mountpoint:?} failed")]
+    Mount {
+        /// Where we tried to mount.
+        mountpoint: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// Unmounting failed (the mount may be busy).
+    #[error("unmounting {mountpoint:?} failed")]
+    Unmount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A live mount. Dropping it unmounts.
+#[derive(Debug)]
+pub struct MountHandle {
+    session: Option<BackgroundSession>,
+    notifier: Notifier,
+    mountpoint: PathBuf,
+    passthrough_active: Arc<AtomicBool>,
+    /// Unmounts if this process dies; told to stand down on a clean unmount.
+    watchdog: Option<Child>,
+}
+
+/// Starts a child that lazily unmounts `mountpoint` when its stdin closes
+/// without the word `keep`, i.e. when this process dies without unmounting.
+/// It runs in its own process group so that a signal to ours spares it.
+fn watch_for_death(mountpoint: &Path) -> io::Result<Child> {
+    let mountpoint = mountpoint.canonicalize()?;
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#"read -r word; [ "$word" = keep ] || exec umount -l "$0""#)
+        .arg(mountpoint)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+}
+
+/// Mounts `library` read-only on `options.mountpoint` and serves it on a
+/// background multi-threaded session until the handle is unmounted or
+/// dropped.
+pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandle, MountError> {
+    if let Some(url) = &options.webdav_base_url {
+        WebdavClient::new(url)?;
+    }
+    // /proc/self is owned by this process's effective uid and gid.
+    let process_owner = std::fs::metadata("/proc/self").ok();
+    let ownership = Ownership {
+        uid: options
+            .uid
+            .unwrap_or_else(|| process_owner.as_ref().map_or(0, MetadataExt::uid)),
+        gid: options
+            .gid
+            .unwrap_or_else(|| process_owner.as_ref().map_or(0, MetadataExt::gid)),
+        file_mode: options.file_mode,
+        dir_mode: options.dir_mode,
+    };
+    let passthrough_active = Arc::new(AtomicBool::new(false));
+    let make_filesystem = || MetafuseFilesystem {
+        library: library.clone(),
+        files_root: options.files_root.clone(),
+        webdav: options
+            .webdav_base_url
+            .as_deref()
+            .and_then(|url| WebdavClient::new(url).ok()),
+        ownership,
+        passthrough_wanted: options.passthrough,
+        passthrough_active: passthrough_active.clone(),
+        open_files: Default::default(),
+        open_directories: Default::default(),
+        backing_files: Default::default(),
+        next_handle: AtomicU64::new(1),
+    };
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("metafuse".to_owned()),
+        MountOption::Subtype("metafuse".to_owned()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::RootAndOwner
+    };
+    config.n_threads = Some(options.n_threads.max(1));
+    config.clone_fd = options.n_threads > 1;
+
+    let mount_error = |source| MountError::Mount {
+        mountpoint: options.mountpoint.clone(),
+        source,
+    };
+    // Not fuser's AutoUnmount: it needs the fusermount helper, whose
+    // watcher dies at once in containers (the mount then hangs on unmount).
+    // As root fuser mounts directly; `watch_for_death` gives the same
+    // guarantee with a tiny child process.
+    let session = fuser::Session::new(make_filesystem(), &options.mountpoint, &config)
+        .map_err(mount_error)?;
+    let notifier = session.notifier();
+    let session = session.spawn().map_err(mount_error)?;
+    let watchdog = match watch_for_death(&options.mountpoint) {
+        Ok(watchdog) => Some(watchdog),
+        Err(error) => {
+            tracing::warn!(%error, "no auto-unmount: a killed process would leave a dead mount");
+            None
+        }
+    };
+    tracing::info!(
+        mountpoint = %options.mountpoint.display(),
+        auto_unmount = watchdog.is_some(),
+        passthrough = passthrough_active.load(Ordering::Relaxed),
+        "mounted"
+    );
+    Ok(MountHandle {
+        session: Some(session),
+        notifier,
+        mountpoint: options.mountpoint,
+        passthrough_active,
+        watchdog,
+    })
+}
+
+impl MountHandle {
+    /// Tells the kernel to forget what changed. Call it after the batch
+    /// was applied and the library lock released: the kernel may call
+    /// back into the filesystem while handling these.
+    pub fn invalidate(&self, invalidations: &[Invalidation]) {
+        let mut unique: Vec<&Invalidation> = invalidations.iter().collect();
+        unique.sort_unstable_by(|left, right| sort_key(left).cmp(&sort_key(right)));
+        unique.dedup();
+        for invalidation in unique {
+            let result = match invalidation {
+                Invalidation::Entry { parent, name } => self
+                    .notifier
+                    .inval_entry(INodeNo(*parent), OsStr::new(name)),
+                // Offset 0, length 0: attributes and every cached page.
+                Invalidation::Inode { ino } => self.notifier.inval_inode(INodeNo(*ino), 0, 0),
+            };
+            match result {
+                // The kernel did not have it cached: nothing to forget.
+                Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(error) => tracing::debug!(%error, ?invalidation, "invalidation refused"),
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// Where the library is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether reads go straight to the source files (kernel passthrough).
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough_active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the kernel unmounts by itself if this process dies.
+    pub fn auto_unmount(&self) -> bool {
+        self.watchdog.is_some()
+    }
+
+    /// Unmounts and waits for the session threads to finish.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.unmount_session()
+    }
+
+    fn unmount_session(&mut self) -> Result<(), MountError> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let result = session
+            .umount_and_join()
+            .map_err(|source| MountError::Unmount {
+                mountpoint: self.mountpoint.clone(),
+                source,
+            });
+        // After a failed unmount (busy) the watchdog stays armed: the
+        // mount is then detached when this process exits instead of being
+        // left dead.
+        if result.is_ok()
+            && let Some(mut watchdog) = self.watchdog.take()
+        {
+            if let Some(mut stdin) = watchdog.stdin.take() {
+                let _ = stdin.write_all(b"keep\n");
+            }
+            let _ = watchdog.wait();
+        }
+        result
+    }
+}
+
+fn sort_key(invalidation: &Invalidation) -> (u8, u64, &str) {
+    match invalidation {
+        Invalidation::Entry { parent, name } => (0, *parent, name),
+        Invalidation::Inode { ino } => (1, *ino, ""),
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.unmount_session() {
+            tracing::warn!(%error, "unmount on drop failed");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Real FUSE mounts of a library built from real source files (run as root
+//! with /dev/fuse). Every mount is unmounted by `MountHandle`'s Drop, even
+//! when an assertion fails.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use metafuse_fuse::{MountHandle, MountOptions, mount};
+use metafuse_rules::Rules;
+use metafuse_state::FetchedValue;
+use metafuse_vfs::{Library, SharedLibrary};
+
+struct Fixture {
+    source_root: tempfile::TempDir,
+    mountpoint: tempfile::TempDir,
+    library: SharedLibrary,
+}
+
+/// One file's properties as MetaMesh writers store them.
+struct SourceFile {
+    hash_id: &'static str,
+    file_path: String,
+    properties: Vec<(&'static str, String)>,
+    contents: Option<Vec<u8>>,
+}
+
+fn contents(seed: u8, length: usize) -> Vec<u8> {
+    (0..length)
+        .map(|index| (index as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+fn movie(hash_id: &'static str, title: &str, year: &str, seed: u8, length: usize) -> SourceFile {
+    SourceFile {
+        hash_id,
+        file_path: format!("incoming/{hash_id}.mkv"),
+        properties: vec![("title", title.to_owned()), ("movieYear", year.to_owned())],
+        contents: Some(contents(seed, length)),
+    }
+}
+
+fn values_of(file: &SourceFile) -> Vec<(String, String, Option<String>)> {
+    let length = file.contents.as_ref().map_or(1234, Vec::len);
+    let mut values = vec![
+        (
+            file.hash_id.to_owned(),
+            "filePath".to_owned(),
+            Some(file.file_path.clone()),
+        ),
+        (
+            file.hash_id.to_owned(),
+            "size".to_owned(),
+            Some(length.to_string()),
+        ),
+        (
+            file.hash_id.to_owned(),
+            "mtime".to_owned(),
+            Some("1700000000000".to_owned()),
+        ),
+    ];
+    for (property, value) in &file.properties {
+        values.push((
+            file.hash_id.to_owned(),
+            (*property).to_owned(),
+            Some(value.clone()),
+        ));
+    }
+    values
+}
+
+fn apply(
+    library: &SharedLibrary,
+    values: &[(String, String, Option<String>)],
+) -> Vec<metafuse_vfs::Invalidation> {
+    library.apply_batch(
+        values
+            .iter()
+            .map(|(hash_id, property, value)| FetchedValue {
+                hash_id,
+                property,
+                value: value.as_deref(),
+            }),
+    )
+}
+
+impl Fixture {
+    fn new(files: &[SourceFile]) -> Self {
+        let source_root = tempfile::tempdir().expect("source root");
+        let mountpoint = tempfile::tempdir().expect("mountpoint");
+        let rules = Arc::new(Rules::preset("default").expect("default preset"));
+        let library = SharedLibrary::new(Library::new(rules));
+        for file in files {
+            write_source(source_root.path(), file);
+            apply(&library, &values_of(file));
+        }
+        Fixture {
+            source_root,
+            mountpoint,
+            library,
+        }
+    }
+
+    fn mount(&self, passthrough: bool) -> MountHandle {
+        let mut options = MountOptions::new(self.mountpoint.path(), self.source_root.path());
+        options.passthrough = passthrough;
+        options.uid = Some(1234);
+        options.gid = Some(5678);
+        mount(self.library.clone(), options).expect("mount")
+    }
+
+    fn at(&self, relative: &str) -> PathBuf {
+        self.mountpoint
+            .path()
+            .join(relative.trim_start_matches('/'))
+    }
+}
+
+fn write_source(root: &Path, file: &SourceFile) {
+    if let Some(bytes) = &file.contents {
+        let path = root.join(&file.file_path);
+        fs::create_dir_all(path.parent().expect("parent")).expect("source dir");
+        fs::write(path, bytes).expect("source file");
+    }
+}
+
+/// Every file below `root`, as `/relative/path`, found by a `find`-like walk.
+fn walk(root: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        for entry in fs::read_dir(&directory).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            if entry.file_type().expect("file type").is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(root).expect("under root");
+                found.insert(format!("/{}", relative.to_str().expect("utf-8")));
+            }
+        }
+    }
+    found
+}
+
+fn library_files() -> Vec<SourceFile> {
+    let long_title = "Long".repeat(80);
+    vec![
+        movie("aaaa000011111111", "Heat", "1995", 1, 300_000),
+        // Same title and year: a collision, resolved by hashId.
+        movie("bbbb00009f3a1c2e", "Heat", "1995", 2, 5_000),
+        movie("cccc000022222222", "Amélie 東京", "2001", 3, 70_000),
+        movie("dddd000033333333", "Face/Off", "1997", 4, 1_000),
+        movie("eeee000044444444", "..", "2000", 5, 10),
+        movie("ffff000055555555", &long_title, "2010", 6, 100),
+        SourceFile {
+            hash_id: "abab000066666666",
+            file_path: "tv/dark-s01e01.mkv".to_owned(),
+            properties: vec![
+                ("title", "Dark".to_owned()),
+                ("season", "1".to_owned()),
+                ("episode", "01".to_owned()),
+            ],
+            contents: Some(contents(7, 200_000)),
+        },
+    ]
+}
+
+#[test]
+fn the_mount_lists_exactly_the_library_and_reads_every_byte() {
+    let fixture = Fixture::new(&library_files());
+    for passthrough in [false, true] {
+        let handle = fixture.mount(passthrough);
+        let expected: BTreeSet<String> = fixture.library.read().file_paths().into_iter().collect();
+        assert_eq!(walk(fixture.mountpoint.path()), expected);
+        for path in [
+            "/Movies/Heat (1995)/Heat (1995).mkv",
+            "/Movies/Heat (1995)/Heat (1995) [9f3a1c2e].mkv",
+            "/Movies/Amélie 東京 (2001)/Amélie 東京 (2001).mkv",
+            "/Movies/Face-Off (1997)/Face-Off (1997).mkv",
+            "/TV Shows/Dark/S01/Dark S01E01.mkv",
+        ] {
+            assert!(expected.contains(path), "{path} in {expected:?}");
+        }
+        assert!(expected.iter().all(|path| {
+            path.split('/')
+                .all(|name| name.len() <= 255 && name != "..")
+        }));
+
+        for file in library_files() {
+            let visible = fixture
+                .library
+                .read()
+                .tree()
+                .file_by_hash(file.hash_id)
+                .map(|node| node.ino());
+            let path = fixture
+                .library
+                .read()
+                .tree()
+                .path_of(visible.expect("visible"))
+                .expect("path");
+            let source = file.contents.expect("contents");
+            let mounted = fixture.at(&path);
+            assert_eq!(fs::read(&mounted).expect("read"), source, "{path}");
+            let opened = fs::File::open(&mounted).expect("open");
+            let offsets = [
+                0,
+                1,
+                4095,
+                4096,
+                131_071,
+                source.len() / 2,
+                source.len() - 1,
+            ];
+            for offset in offsets.into_iter().filter(|offset| *offset < source.len()) {
+                let mut buffer = vec![0; 10_000];
+                let n_read = opened.read_at(&mut buffer, offset as u64).expect("pread");
+                let end = (offset + 10_000).min(source.len());
+                assert_eq!(
+                    &buffer[..n_read],
+                    &source[offset..end],
+                    "{path} at {offset}"
+                );
+            }
+            let metadata = fs::metadata(&mounted).expect("stat");
+            assert_eq!(metadata.len(), source.len() as u64);
+            assert_eq!(metadata.mtime(), 1_700_000_000);
+            assert_eq!((metadata.uid(), metadata.gid()), (1234, 5678));
+            assert_eq!(metadata.mode() & 0o7777, 0o644);
+        }
+        let directory = fs::metadata(fixture.at("/Movies")).expect("stat dir");
+        assert_eq!(directory.mode() & 0o7777, 0o755);
+        assert_eq!(
+            directory.mtime(),
+            1_700_000_000,
+            "newest file below, never now"
+        );
+        eprintln!(
+            "passthrough requested {passthrough}, active {}",
+            handle.passthrough_active()
+        );
+        handle.unmount().expect("unmount");
+    }
+}
+
+#[test]
+fn live_changes_are_visible_right_after_invalidate() {
+    let fixture = Fixture::new(&library_files());
+    let handle = fixture.mount(false);
+    let heat = fixture.at("/Movies/Heat (1995)/Heat (1995).mkv");
+    let heat_other = fixture.at("/Movies/Heat (1995)/Heat (1995) [9f3a1c2e].mkv");
+    // Fill the kernel caches (entries, attributes, listings, pages).
+    walk(fixture.mountpoint.path());
+    assert_eq!(fs::metadata(&heat).expect("stat").len(), 300_000);
+    fs::read(&heat_other).expect("read");
+
+    // The winner leaves: the other Heat gets the name back; a new movie
+    // appears; the Dark episode is deleted.
+    let new_movie = movie("0000000077777777", "Ronin", "1998", 8, 4_321);
+    write_source(fixture.source_root.path(), &new_movie);
+    let mut values = values_of(&new_movie);
+    values.push(("aaaa000011111111".to_owned(), "filePath".to_owned(), None));
+    values.push(("abab000066666666".to_owned(), "filePath".to_owned(), None));
+    let invalidations = apply(&fixture.library, &values);
+    handle.invalidate(&invalidations);
+
+    assert_eq!(
+        fs::metadata(&heat).expect("stat").len(),
+        5_000,
+        "name handed over"
+    );
+    assert_eq!(fs::read(&heat).expect("read"), contents(2, 5_000));
+    assert!(!heat_other.exists(), "suffixed name gone");
+    assert!(
+        !fixture.at("/TV Shows").exists(),
+        "empty directories pruned"
+    );
+    let ronin = fixture.at("/Movies/Ronin (1998)/Ronin (1998).mkv");
+    assert_eq!(fs::read(&ronin).expect("read"), contents(8, 4_321));
+    let listing: Vec<String> = fs::read_dir(fixture.at("/Movies/Heat (1995)"))
+        .expect("read_dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8")
+        })
+        .collect();
+    assert_eq!(listing, ["Heat (1995).mkv"]);
+
+    // Attributes change in place.
+    let resized = vec![(
+        "bbbb00009f3a1c2e".to_owned(),
+        "size".to_owned(),
+        Some("4000".to_owned()),
+    )];
+    handle.invalidate(&apply(&fixture.library, &resized));
+    assert_eq!(fs::metadata(&heat).expect("stat").len(), 4_000);
+    assert_eq!(
+        walk(fixture.mountpoint.path()),
+        fixture.library.read().file_paths().into_iter().collect()
+    );
+}
+
+#[test]
+fn every_write_attempt_is_refused_as_read_only() {
+    let fixture = Fixture::new(&library_files());
+    let _handle = fixture.mount(true);
+    let existing = fixture.at("/Movies/Heat (1995)/Heat (1995).mkv");
+    let attempts: Vec<(&str, io::Result<()>)> = vec![
+        ("create", fs::File::create(fixture.at("/new.txt")).map(drop)),
+        (
+            "open for write",
+            fs::OpenOptions::new().write(true).open(&existing).map(drop),
+        ),
+        (
+            "append",
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&existing)
+                .and_then(|mut file| file.write_all(b"x")),
+        ),
+        ("mkdir", fs::create_dir(fixture.at("/Movies/new"))),
+        ("unlink", fs::remove_file(&existing)),
+        ("rmdir", fs::remove_dir(fixture.at("/Movies/Heat (1995)"))),
+        ("rename", fs::rename(&existing, fixture.at("/Movies/x.mkv"))),
+        (
+            "chmod",
+            fs::set_permissions(
+                &existing,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            ),
+        ),
+    ];
+    for (what, result) in attempts {
+        let error = result.expect_err(what);
+        assert_eq!(error.raw_os_error(), Some(libc::EROFS), "{what}: {error}");
+    }
+    assert_eq!(fs::read(&existing).expect("still readable").len(), 300_000);
+}
+
+#[test]
+fn a_missing_source_stays_listed_and_reads_give_eio() {
+    let mut files = library_files();
+    files.push(SourceFile {
+        hash_id: "9999000088888888",
+        file_path: "gone/away.mkv".to_owned(),
+        properties: vec![
+            ("title", "Ghost".to_owned()),
+            ("movieYear", "1990".to_owned()),
+        ],
+        contents: None,
+    });
+    let fixture = Fixture::new(&files);
+    for passthrough in [false, true] {
+        let _handle = fixture.mount(passthrough);
+        let ghost = fixture.at("/Movies/Ghost (1990)/Ghost (1990).mkv");
+        assert!(walk(fixture.mountpoint.path()).contains("/Movies/Ghost (1990)/Ghost (1990).mkv"));
+        assert_eq!(fs::metadata(&ghost).expect("stat").len(), 1234);
+        let error = fs::File::open(&ghost)
+            .and_then(|mut file| file.read_to_end(&mut Vec::new()))
+            .expect_err("no source");
+        assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    }
+}
+
+#[test]
+fn unmount_leaves_no_mount_behind() {
+    let fixture = Fixture::new(&library_files());
+    let handle = fixture.mount(true);
+    let mountpoint = fs::canonicalize(fixture.mountpoint.path()).expect("canonical");
+    let is_mounted = || {
+        fs::read_to_string("/proc/self/mounts")
+            .expect("mounts")
+            .lines()
+            .any(|line| line.split(' ').nth(1) == Some(mountpoint.to_str().expect("utf-8")))
+    };
+    assert!(is_mounted());
+    eprintln!("auto unmount: {}", handle.auto_unmount());
+    handle.unmount().expect("unmount");
+    assert!(!is_mounted());
+    assert_eq!(
+        fs::read_dir(fixture.mountpoint.path())
+            .expect("plain dir")
+            .count(),
+        0
+    );
+}

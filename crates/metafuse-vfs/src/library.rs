@@ -1,0 +1,304 @@
+//! A library: projection + rules + tree, and the shared handle readers use.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use metafuse_rules::{Metadata, RelevantProperties, Rules};
+use metafuse_state::{Delta, FetchPlan, FetchedValue, FileRef, Projection};
+use parking_lot::{Mutex, RwLock};
+
+use crate::tree::{FileSpec, Invalidation, NodeRef, Tree, TreeBuilder};
+
+/// The state of one library: what we know of every file (the projection),
+/// how paths are computed (the rules) and the resulting tree.
+#[derive(Debug)]
+pub struct Library {
+    projection: Projection,
+    rules: Arc<Rules>,
+    tree: Tree,
+}
+
+impl Library {
+    /// An empty library whose projection tracks what `rules` need.
+    pub fn new(rules: Arc<Rules>) -> Self {
+        Library {
+            projection: Projection::new(rules.relevant_properties()),
+            rules,
+            tree: Tree::new(),
+        }
+    }
+
+    /// Builds the tree of an already filled projection (bootstrap).
+    pub fn from_projection(projection: Projection, rules: Arc<Rules>) -> Self {
+        let tree = build_tree(&Tree::new(), &projection, &rules, &mut Vec::new());
+        Library {
+            projection,
+            rules,
+            tree,
+        }
+    }
+
+    /// Applies fetched values; returns what the kernel must forget. Time is
+    /// proportional to the files the batch changes.
+    pub fn apply_batch<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+    ) -> Vec<Invalidation> {
+        let deltas = self.projection.apply_batch(values);
+        let mut invalidations = Vec::new();
+        for delta in &deltas {
+            match delta {
+                Delta::Visible(hash_id) | Delta::Changed(hash_id) => {
+                    match self.projection.file(hash_id) {
+                        Some(file) => upsert_file(
+                            &mut self.tree,
+                            &self.rules,
+                            hash_id,
+                            file,
+                            &mut invalidations,
+                        ),
+                        None => {
+                            self.tree.remove(hash_id, &mut invalidations);
+                        }
+                    }
+                }
+                Delta::Gone(hash_id) => {
+                    self.tree.remove(hash_id, &mut invalidations);
+                }
+            }
+        }
+        invalidations
+    }
+
+    /// Changes which properties the projection keeps; the caller fetches
+    /// the returned plan and applies it before [`Self::replace_rules`], so
+    /// new rules render with every property they need.
+    pub fn set_relevant_properties(&mut self, relevant: RelevantProperties) -> FetchPlan {
+        self.projection.set_relevant(relevant)
+    }
+
+    /// Recomputes every path with new rules, keeping inodes.
+    pub fn replace_rules(&mut self, rules: Arc<Rules>) -> Vec<Invalidation> {
+        let mut invalidations = Vec::new();
+        self.tree = build_tree(&self.tree, &self.projection, &rules, &mut invalidations);
+        self.rules = rules;
+        invalidations
+    }
+
+    /// Replaces the projection (a resynchronisation, e.g. after a leader
+    /// switch), keeping inodes.
+    pub fn replace_projection(&mut self, projection: Projection) -> Vec<Invalidation> {
+        let mut invalidations = Vec::new();
+        self.tree = build_tree(&self.tree, &projection, &self.rules, &mut invalidations);
+        self.projection = projection;
+        invalidations
+    }
+
+    /// The tree (every query of the mount and the API).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The projection (properties and stats).
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    /// The visible entry `name` of directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &str) -> Option<NodeRef<'_>> {
+        self.tree.lookup(parent, name)
+    }
+
+    /// The node with this inode.
+    pub fn get(&self, ino: u64) -> Option<NodeRef<'_>> {
+        self.tree.get(ino)
+    }
+
+    /// The entries of a directory, in listing order.
+    pub fn children(&self, ino: u64) -> Option<impl Iterator<Item = NodeRef<'_>> + '_> {
+        self.tree.children(ino)
+    }
+
+    /// The node at a `/`-separated path.
+    pub fn resolve(&self, path: &str) -> Option<NodeRef<'_>> {
+        self.tree.resolve(path)
+    }
+
+    /// Number of visible files.
+    pub fn file_count(&self) -> usize {
+        self.tree.file_count()
+    }
+
+    /// Number of directories, the root excluded.
+    pub fn directory_count(&self) -> usize {
+        self.tree.directory_count()
+    }
+
+    /// Sum of the sizes of all files.
+    pub fn total_size_bytes(&self) -> u64 {
+        self.tree.total_size_bytes()
+    }
+
+    /// Absolute paths of every file (`/TV Shows/…`), in listing order.
+    pub fn file_paths(&self) -> Vec<String> {
+        self.tree.file_paths()
+    }
+
+    /// The relevant properties of the file at `path`.
+    pub fn file_metadata(&self, path: &str) -> Option<FileRef<'_>> {
+        self.projection.file(self.tree.resolve(path)?.hash_id()?)
+    }
+}
+
+fn build_tree(
+    previous: &Tree,
+    projection: &Projection,
+    rules: &Rules,
+    invalidations: &mut Vec<Invalidation>,
+) -> Tree {
+    let mut builder = TreeBuilder::new(previous);
+    for (hash_id, file) in projection.complete_files() {
+        with_file_spec(rules, hash_id, file, |spec| builder.insert(spec));
+    }
+    builder.finish(invalidations)
+}
+
+fn upsert_file(
+    tree: &mut Tree,
+    rules: &Rules,
+    hash_id: &str,
+    file: FileRef<'_>,
+    invalidations: &mut Vec<Invalidation>,
+) {
+    let placed = with_file_spec(rules, hash_id, file, |spec| {
+        tree.upsert(spec, invalidations)
+    });
+    if !placed {
+        tree.remove(hash_id, invalidations);
+    }
+}
+
+/// Renders a file and hands its spec to `use_spec`; returns false (and
+/// calls nothing) when the file has no `filePath`, i.e. is not complete.
+fn with_file_spec(
+    rules: &Rules,
+    hash_id: &str,
+    file: FileRef<'_>,
+    use_spec: impl FnOnce(FileSpec<'_>),
+) -> bool {
+    let metadata = Metadata::new(file.properties());
+    let Some(source_path) = metadata.file_path() else {
+        return false;
+    };
+    let rendered = rules.render(hash_id, &metadata);
+    let mtime_ms = metadata.mtime_ms().unwrap_or(0);
+    use_spec(FileSpec {
+        hash_id,
+        path: &rendered.path,
+        source_path,
+        size_bytes: metadata.size_bytes().unwrap_or(0),
+        mtime_ms,
+        ctime_ms: metadata.ctime_ms().unwrap_or(mtime_ms),
+    });
+    true
+}
+
+/// A cheap-to-clone handle on a [`Library`] shared by the mount, the API
+/// and the service loop.
+///
+/// Readers take the read lock for one query at a time. Writers are
+/// serialised by a separate mutex, so a long rebuild can run under a read
+/// lock (readers keep going) and take the write lock only to swap the
+/// result in: nobody ever waits for a rebuild nor sees a half-applied batch.
+#[derive(Clone, Debug)]
+pub struct SharedLibrary {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    library: RwLock<Library>,
+    writer: Mutex<()>,
+}
+
+impl SharedLibrary {
+    /// Shares a library.
+    pub fn new(library: Library) -> Self {
+        SharedLibrary {
+            shared: Arc::new(Shared {
+                library: RwLock::new(library),
+                writer: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Read access for one query; hold it briefly.
+    pub fn read(&self) -> impl Deref<Target = Library> + '_ {
+        self.shared.library.read()
+    }
+
+    /// Applies a (small) batch atomically; returns what the kernel must
+    /// forget (pass it to the mount after this returns).
+    pub fn apply_batch<'v>(
+        &self,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+    ) -> Vec<Invalidation> {
+        let _writer = self.shared.writer.lock();
+        self.shared.library.write().apply_batch(values)
+    }
+
+    /// Runs a short change under the write lock (e.g.
+    /// [`Library::set_relevant_properties`]).
+    pub fn update<R>(&self, change: impl FnOnce(&mut Library) -> R) -> R {
+        let _writer = self.shared.writer.lock();
+        change(&mut self.shared.library.write())
+    }
+
+    /// Recomputes every path with new rules: built beside the current tree,
+    /// swapped in at once.
+    pub fn replace_rules(&self, rules: Arc<Rules>) -> Vec<Invalidation> {
+        let _writer = self.shared.writer.lock();
+        let mut invalidations = Vec::new();
+        let tree = {
+            let library = self.shared.library.read();
+            build_tree(
+                &library.tree,
+                &library.projection,
+                &rules,
+                &mut invalidations,
+            )
+        };
+        let mut library = self.shared.library.write();
+        library.tree = tree;
+        library.rules = rules;
+        invalidations
+    }
+
+    /// Replaces the projection (resynchronisation after a leader switch or
+    /// a trimmed stream): built beside the current tree, swapped in at once.
+    pub fn replace_projection(&self, projection: Projection) -> Vec<Invalidation> {
+        let _writer = self.shared.writer.lock();
+        let mut invalidations = Vec::new();
+        let tree = {
+            let library = self.shared.library.read();
+            build_tree(
+                &library.tree,
+                &projection,
+                &library.rules,
+                &mut invalidations,
+            )
+        };
+        let mut library = self.shared.library.write();
+        library.tree = tree;
+        // The old projection is dropped after the lock is released.
+        let old_projection = std::mem::replace(&mut library.projection, projection);
+        drop(library);
+        drop(old_projection);
+        invalidations
+    }
+}

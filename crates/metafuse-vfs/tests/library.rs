@@ -1,0 +1,132 @@
+//! Library: projection deltas → rendered paths → tree, with invalidations.
+
+use std::sync::Arc;
+
+use metafuse_rules::Rules;
+use metafuse_state::{FetchedValue, Projection};
+use metafuse_vfs::{Invalidation, Library, SharedLibrary};
+
+fn value<'v>(hash_id: &'v str, property: &'v str, value: Option<&'v str>) -> FetchedValue<'v> {
+    FetchedValue {
+        hash_id,
+        property,
+        value,
+    }
+}
+
+fn episode<'v>(hash_id: &'v str, title: &'v str, episode: &'v str) -> Vec<FetchedValue<'v>> {
+    vec![
+        value(hash_id, "filePath", Some("incoming/x.mkv")),
+        value(hash_id, "title", Some(title)),
+        value(hash_id, "season", Some("1")),
+        value(hash_id, "episode", Some(episode)),
+        value(hash_id, "size", Some("100")),
+    ]
+}
+
+fn preset(name: &str) -> Arc<Rules> {
+    Arc::new(Rules::preset(name).expect("preset"))
+}
+
+#[test]
+fn batches_render_paths_and_report_invalidations() {
+    let mut library = Library::new(preset("default"));
+    let invalidations = library.apply_batch(episode("h1", "Dark", "01"));
+    assert_eq!(library.file_paths(), ["/TV Shows/Dark/S01/Dark S01E01.mkv"]);
+    assert!(invalidations.contains(&Invalidation::Entry {
+        parent: 1,
+        name: "TV Shows".to_owned()
+    }));
+    assert_eq!(
+        (
+            library.file_count(),
+            library.directory_count(),
+            library.total_size_bytes()
+        ),
+        (1, 3, 100)
+    );
+    let metadata = library
+        .file_metadata("/TV Shows/Dark/S01/Dark S01E01.mkv")
+        .expect("metadata");
+    assert_eq!(metadata.get("title"), Some("Dark"));
+
+    // A property change moves the file; deleting filePath removes it.
+    library.apply_batch([value("h1", "episode", Some("02"))]);
+    assert_eq!(library.file_paths(), ["/TV Shows/Dark/S01/Dark S01E02.mkv"]);
+    let invalidations = library.apply_batch([value("h1", "filePath", None)]);
+    assert!(library.file_paths().is_empty());
+    assert!(library.resolve("/TV Shows").is_none());
+    assert!(invalidations.contains(&Invalidation::Entry {
+        parent: 1,
+        name: "TV Shows".to_owned()
+    }));
+}
+
+#[test]
+fn a_rules_change_moves_files_and_keeps_their_inodes() {
+    let library = SharedLibrary::new(Library::new(preset("default")));
+    library.apply_batch(episode("h1", "Dark", "01"));
+    let ino = library
+        .read()
+        .resolve("/TV Shows/Dark/S01/Dark S01E01.mkv")
+        .expect("file")
+        .ino();
+    let shows = library.read().resolve("/TV Shows/Dark").expect("dir").ino();
+    let invalidations = library.replace_rules(preset("plex"));
+    let reader = library.read();
+    assert_eq!(
+        reader.file_paths(),
+        ["/TV Shows/Dark/Season 01/Dark - S01E01.mkv"]
+    );
+    assert_eq!(
+        reader
+            .resolve("/TV Shows/Dark/Season 01/Dark - S01E01.mkv")
+            .expect("file")
+            .ino(),
+        ino
+    );
+    assert_eq!(
+        reader.resolve("/TV Shows/Dark").expect("dir").ino(),
+        shows,
+        "path still exists"
+    );
+    assert!(invalidations.contains(&Invalidation::Entry {
+        parent: shows,
+        name: "S01".to_owned()
+    }));
+    assert!(invalidations.contains(&Invalidation::Entry {
+        parent: shows,
+        name: "Season 01".to_owned()
+    }));
+}
+
+#[test]
+fn bootstrap_from_a_projection_equals_applying_the_same_values() {
+    let rules = preset("default");
+    let values: Vec<_> = [
+        episode("h2", "Dark", "01"),
+        episode("h1", "Dark", "01"),
+        episode("h3", "Lost", "05"),
+    ]
+    .concat();
+    let mut projection = Projection::new(rules.relevant_properties());
+    projection.apply_batch(values.iter().copied());
+    let bootstrapped = Library::from_projection(projection, rules.clone());
+    let mut incremental = Library::new(rules);
+    incremental.apply_batch(values.iter().copied());
+    assert_eq!(bootstrapped.file_paths(), incremental.file_paths());
+    assert_eq!(
+        bootstrapped.file_paths(),
+        [
+            "/TV Shows/Dark/S01/Dark S01E01 [h2].mkv",
+            "/TV Shows/Dark/S01/Dark S01E01.mkv",
+            "/TV Shows/Lost/S01/Lost S01E05.mkv",
+        ]
+    );
+    assert_eq!(
+        bootstrapped
+            .resolve("/TV Shows/Dark/S01/Dark S01E01.mkv")
+            .and_then(|node| node.hash_id()),
+        Some("h1")
+    );
+}
