@@ -6,11 +6,17 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Run the sample library through the default rules and show the virtual tree.
+# Mount the sample library on ./mnt (private redis, API on a free port); Ctrl-C stops it.
 demo:
     scripts/ensure-deps.sh
-    cargo build --release --quiet --bin metafuse
+    cargo build --release --quiet --bin metafuse --bin metafuse-stats --bin metafuse-bench
     scripts/demo.sh
+
+# The demo, non-interactively: checks the mount lists and reads the sample library, then cleans up.
+demo-check:
+    scripts/ensure-deps.sh
+    cargo build --release --quiet --bin metafuse --bin metafuse-stats --bin metafuse-bench
+    DEMO_NO_WAIT=1 scripts/demo.sh
 
 # Every test of the workspace (starts private redis-servers; FUSE tests need root and /dev/fuse).
 test:

@@ -2,6 +2,7 @@
 //! strategy against the old design on the same data.
 
 mod baseline;
+mod sample;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,23 @@ enum Command {
         /// RNG seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Prefix of the `file:` keys.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Write a JSON-lines sample library writer-style (SET, SADD, XADD) and
+    /// create a small real source file for each under `--files-root`, with
+    /// `size` set to its byte length. Rerunning overwrites.
+    SeedSample {
+        /// Redis URL.
+        #[arg(long)]
+        redis_url: String,
+        /// JSON lines of flat property maps with a `hashId`.
+        #[arg(long, default_value = "fixtures/library/sample.jsonl")]
+        jsonl: std::path::PathBuf,
+        /// Directory under which `{filePath}` source files are created.
+        #[arg(long)]
+        files_root: std::path::PathBuf,
         /// Prefix of the `file:` keys.
         #[arg(long, default_value = "")]
         prefix: String,
@@ -84,6 +102,23 @@ fn main() -> anyhow::Result<()> {
             maxlen,
             &prefix,
         ),
+        Command::SeedSample {
+            redis_url,
+            jsonl,
+            files_root,
+            prefix,
+        } => {
+            let summary = sample::seed_sample(&redis_url, &jsonl, &files_root, &prefix)?;
+            println!(
+                "seeded {} files ({} properties) from {}; {} source files under {}",
+                summary.n_files,
+                summary.n_properties,
+                jsonl.display(),
+                summary.n_source_files,
+                files_root.display()
+            );
+            Ok(())
+        }
         Command::Replay {
             redis_url,
             preset,

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 
 use anyhow::Context;
 use metafuse_stream::{Phase, Projection, Rules, RulesDocument, Source};
+use metafuse_vfs::Library;
 use serde_json::json;
 
 use crate::{Arguments, Failure};
@@ -38,8 +40,14 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 
 pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
     let rules = load_rules(arguments).map_err(Failure::Input)?;
+    // clap requires `--redis-url` unless `--api` is given, and `--api` never
+    // reaches this mode; the check keeps that assumption out of the unwrap business.
+    let redis_url = arguments
+        .redis_url
+        .as_deref()
+        .ok_or_else(|| Failure::Input(anyhow::anyhow!("missing --redis-url")))?;
     let mut projection = Projection::new(rules.relevant_properties());
-    let mut source = Source::connect(&arguments.redis_url, &arguments.prefix)
+    let mut source = Source::connect(redis_url, &arguments.prefix)
         .await
         .map_err(|error| Failure::Redis(error.into()))?;
     let bar = progress_bar();
@@ -64,7 +72,9 @@ pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
     let stats = projection.stats();
     let bytes_per_file = stats.state_size.checked_div(stats.file_count).unwrap_or(0);
     let mut stdout = std::io::stdout().lock();
-    let written = if arguments.dump {
+    let written = if arguments.list {
+        list(projection, rules, &mut stdout)
+    } else if arguments.dump {
         dump(&projection, &mut stdout)
     } else if arguments.json {
         let summary = json!({
@@ -123,6 +133,18 @@ fn dump(projection: &Projection, out: &mut impl Write) -> std::io::Result<()> {
             "{}",
             json!({ "hashId": hash_id, "properties": properties })
         )?;
+    }
+    Ok(())
+}
+
+/// Every virtual file path, sorted: the tree the mount would serve, built
+/// by the same `Library` the service uses, so collision suffixes match.
+fn list(projection: Projection, rules: Rules, out: &mut impl Write) -> std::io::Result<()> {
+    let library = Library::from_projection(projection, Arc::new(rules));
+    let mut paths = library.file_paths();
+    paths.sort_unstable();
+    for path in paths {
+        writeln!(out, "{path}")?;
     }
     Ok(())
 }
