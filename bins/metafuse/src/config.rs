@@ -96,7 +96,8 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
@@ -117,7 +118,8 @@ pub struct Settings {
 /// Parses `644`, `0644` or `0o644`.
 pub fn parse_mode(text: &str) -> anyhow::Result<u32> {
     let digits = text.trim().trim_start_matches("0o");
-    let mode = u32::from_str_radix(digits, 8).with_context(|| format!("invalid octal mode {text:?}"))?;
+    let mode =
+        u32::from_str_radix(digits, 8).with_context(|| format!("invalid octal mode {text:?}"))?;
     if mode > 0o7777 {
         bail!("invalid octal mode {text:?}: larger than 7777");
     }
@@ -125,7 +127,9 @@ pub fn parse_mode(text: &str) -> anyhow::Result<u32> {
 }
 
 fn blank_to_none(value: Option<String>) -> Option<String> {
-    value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+    value
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
 }
 
 /// Resolves flags > environment (`lookup`) > file > defaults.
@@ -137,12 +141,23 @@ pub fn resolve(
 ) -> anyhow::Result<Settings> {
     let env = |name: &str| blank_to_none(lookup(name));
     let env_parsed = |name: &str| -> anyhow::Result<Option<u32>> {
-        env(name).map(|text| text.parse::<u32>().with_context(|| format!("invalid {name} {text:?}"))).transpose()
+        env(name)
+            .map(|text| {
+                text.parse::<u32>()
+                    .with_context(|| format!("invalid {name} {text:?}"))
+            })
+            .transpose()
     };
 
-    let redis_url = common.redis_url.clone().or_else(|| env("REDIS_URL")).or_else(|| file.redis_url.clone());
+    let redis_url = common
+        .redis_url
+        .clone()
+        .or_else(|| env("REDIS_URL"))
+        .or_else(|| file.redis_url.clone());
     let meta_core_url = env("META_CORE_URL").or_else(|| file.meta_core_url.clone());
-    let meta_core_path = env("META_CORE_PATH").map(PathBuf::from).or_else(|| file.meta_core_path.clone());
+    let meta_core_path = env("META_CORE_PATH")
+        .map(PathBuf::from)
+        .or_else(|| file.meta_core_path.clone());
     let prefix = common
         .prefix
         .clone()
@@ -163,27 +178,49 @@ pub fn resolve(
     // A flag of either kind beats the file's choice of either kind.
     let rules = match (&common.rules, &common.preset, &file.rules, &file.preset) {
         (Some(path), _, _, _) => RulesSource::File(path.clone()),
-        (None, Some(name), _, _) => RulesSource::Preset { name: name.clone(), save_to: default_rules_file },
+        (None, Some(name), _, _) => RulesSource::Preset {
+            name: name.clone(),
+            save_to: default_rules_file,
+        },
         (None, None, Some(path), _) => RulesSource::File(path.clone()),
-        (None, None, None, Some(name)) => RulesSource::Preset { name: name.clone(), save_to: default_rules_file },
+        (None, None, None, Some(name)) => RulesSource::Preset {
+            name: name.clone(),
+            save_to: default_rules_file,
+        },
         (None, None, None, None) => RulesSource::File(default_rules_file),
     };
-    let strategy_text = common.strategy.clone().or_else(|| file.strategy.clone()).unwrap_or_else(|| "auto".to_owned());
+    let strategy_text = common
+        .strategy
+        .clone()
+        .or_else(|| file.strategy.clone())
+        .unwrap_or_else(|| "auto".to_owned());
     let strategy: Strategy = strategy_text.parse().map_err(anyhow::Error::msg)?;
 
     let api_enabled = !common.no_api && file.api.unwrap_or(true);
     let api_listen = if !api_enabled {
         None
     } else if let Some(address) = &common.api_listen {
-        Some(address.parse().with_context(|| format!("invalid --api-listen {address:?}: expected HOST:PORT"))?)
+        Some(
+            address
+                .parse()
+                .with_context(|| format!("invalid --api-listen {address:?}: expected HOST:PORT"))?,
+        )
     } else {
-        let host = env("API_HOST").or_else(|| file.api_host.clone()).unwrap_or_else(|| DEFAULT_API_HOST.to_owned());
+        let host = env("API_HOST")
+            .or_else(|| file.api_host.clone())
+            .unwrap_or_else(|| DEFAULT_API_HOST.to_owned());
         let port = match env("API_PORT") {
-            Some(text) => text.parse::<u16>().with_context(|| format!("invalid API_PORT {text:?}"))?,
+            Some(text) => text
+                .parse::<u16>()
+                .with_context(|| format!("invalid API_PORT {text:?}"))?,
             None => file.api_port.unwrap_or(DEFAULT_API_PORT),
         };
         let address = format!("{host}:{port}");
-        Some(address.parse().with_context(|| format!("invalid API_HOST/API_PORT {address:?}"))?)
+        Some(
+            address
+                .parse()
+                .with_context(|| format!("invalid API_HOST/API_PORT {address:?}"))?,
+        )
     };
 
     let uid = match mount.uid {
@@ -194,8 +231,16 @@ pub fn resolve(
         Some(gid) => Some(gid),
         None => env_parsed("PGID")?.or(file.gid),
     };
-    let mode = |flag: &Option<String>, name: &str, from_file: &Option<String>, default: u32| -> anyhow::Result<u32> {
-        match flag.clone().or_else(|| env(name)).or_else(|| from_file.clone()) {
+    let mode = |flag: &Option<String>,
+                name: &str,
+                from_file: &Option<String>,
+                default: u32|
+     -> anyhow::Result<u32> {
+        match flag
+            .clone()
+            .or_else(|| env(name))
+            .or_else(|| from_file.clone())
+        {
             Some(text) => parse_mode(&text).with_context(|| format!("reading the {name} setting")),
             None => Ok(default),
         }
@@ -222,7 +267,15 @@ pub fn resolve(
         dir_mode,
     };
     service.rules_poll_interval = Duration::from_secs(1);
-    Ok(Settings { service, api_listen, uid, gid, file_mode, dir_mode, allow_other })
+    Ok(Settings {
+        service,
+        api_listen,
+        uid,
+        gid,
+        file_mode,
+        dir_mode,
+        allow_other,
+    })
 }
 
 /// Replaced right after construction; `ServiceConfig::new` wants a path.
@@ -250,8 +303,16 @@ mod tests {
     use super::*;
 
     fn environment(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        move |name| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        }
     }
 
     fn file(text: &str) -> FileConfig {
@@ -260,11 +321,22 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let settings = resolve(&CommonArgs::default(), &MountArgs::default(), environment(&[]), &FileConfig::default())
-            .expect("resolves");
-        assert_eq!(settings.api_listen, Some("127.0.0.1:3000".parse().expect("address")));
+        let settings = resolve(
+            &CommonArgs::default(),
+            &MountArgs::default(),
+            environment(&[]),
+            &FileConfig::default(),
+        )
+        .expect("resolves");
+        assert_eq!(
+            settings.api_listen,
+            Some("127.0.0.1:3000".parse().expect("address"))
+        );
         assert_eq!(settings.service.files_root, PathBuf::from("/files"));
-        assert_eq!(settings.service.rules, RulesSource::File(PathBuf::from("/config/renaming-rules.json")));
+        assert_eq!(
+            settings.service.rules,
+            RulesSource::File(PathBuf::from("/config/renaming-rules.json"))
+        );
         assert_eq!(settings.service.prefix, "");
         assert_eq!((settings.file_mode, settings.dir_mode), (0o644, 0o755));
         assert_eq!(settings.service.discovery.redis_url, None);
@@ -288,11 +360,18 @@ mod tests {
             ("FUSE_FILE_MODE", "640"),
             ("PUID", "8"),
         ]);
-        let from_env = resolve(&CommonArgs::default(), &MountArgs::default(), &env, &toml).expect("resolves");
-        assert_eq!(from_env.service.discovery.redis_url.as_deref(), Some("redis://env:2/"));
+        let from_env =
+            resolve(&CommonArgs::default(), &MountArgs::default(), &env, &toml).expect("resolves");
+        assert_eq!(
+            from_env.service.discovery.redis_url.as_deref(),
+            Some("redis://env:2/")
+        );
         assert_eq!(from_env.service.prefix, "env-");
         assert_eq!(from_env.service.files_root, PathBuf::from("/from-file"));
-        assert_eq!(from_env.api_listen, Some("127.0.0.1:5000".parse().expect("address")));
+        assert_eq!(
+            from_env.api_listen,
+            Some("127.0.0.1:5000".parse().expect("address"))
+        );
         assert_eq!(from_env.file_mode, 0o640);
         assert_eq!(from_env.uid, Some(8));
 
@@ -302,11 +381,21 @@ mod tests {
             api_listen: Some("0.0.0.0:6000".to_owned()),
             ..CommonArgs::default()
         };
-        let mount = MountArgs { file_mode: Some("0o444".to_owned()), uid: Some(9), ..MountArgs::default() };
+        let mount = MountArgs {
+            file_mode: Some("0o444".to_owned()),
+            uid: Some(9),
+            ..MountArgs::default()
+        };
         let from_flags = resolve(&flags, &mount, &env, &toml).expect("resolves");
-        assert_eq!(from_flags.service.discovery.redis_url.as_deref(), Some("redis://flag:3/"));
+        assert_eq!(
+            from_flags.service.discovery.redis_url.as_deref(),
+            Some("redis://flag:3/")
+        );
         assert_eq!(from_flags.service.prefix, "flag-");
-        assert_eq!(from_flags.api_listen, Some("0.0.0.0:6000".parse().expect("address")));
+        assert_eq!(
+            from_flags.api_listen,
+            Some("0.0.0.0:6000".parse().expect("address"))
+        );
         assert_eq!(from_flags.file_mode, 0o444);
         assert_eq!(from_flags.uid, Some(9));
     }
@@ -314,23 +403,47 @@ mod tests {
     #[test]
     fn config_dir_places_the_rules_file_and_a_preset_saves_there() {
         let env = environment(&[("CONFIG_DIR", "/srv/cfg")]);
-        let common = CommonArgs { preset: Some("plex".to_owned()), ..CommonArgs::default() };
-        let settings = resolve(&common, &MountArgs::default(), env, &FileConfig::default()).expect("resolves");
+        let common = CommonArgs {
+            preset: Some("plex".to_owned()),
+            ..CommonArgs::default()
+        };
+        let settings =
+            resolve(&common, &MountArgs::default(), env, &FileConfig::default()).expect("resolves");
         assert_eq!(
             settings.service.rules,
-            RulesSource::Preset { name: "plex".to_owned(), save_to: PathBuf::from("/srv/cfg/renaming-rules.json") }
+            RulesSource::Preset {
+                name: "plex".to_owned(),
+                save_to: PathBuf::from("/srv/cfg/renaming-rules.json")
+            }
         );
     }
 
     #[test]
     fn bad_values_are_reported_with_their_name() {
         let env = environment(&[("FUSE_DIR_MODE", "rwx")]);
-        let error = resolve(&CommonArgs::default(), &MountArgs::default(), env, &FileConfig::default())
-            .expect_err("must fail");
+        let error = resolve(
+            &CommonArgs::default(),
+            &MountArgs::default(),
+            env,
+            &FileConfig::default(),
+        )
+        .expect_err("must fail");
         assert!(format!("{error:#}").contains("FUSE_DIR_MODE"), "{error:#}");
-        let no_api = CommonArgs { no_api: true, ..CommonArgs::default() };
-        let settings = resolve(&no_api, &MountArgs::default(), environment(&[]), &FileConfig::default()).expect("ok");
+        let no_api = CommonArgs {
+            no_api: true,
+            ..CommonArgs::default()
+        };
+        let settings = resolve(
+            &no_api,
+            &MountArgs::default(),
+            environment(&[]),
+            &FileConfig::default(),
+        )
+        .expect("ok");
         assert_eq!(settings.api_listen, None);
-        assert!(toml::from_str::<FileConfig>("redis_ulr = \"x\"").is_err(), "typos are rejected");
+        assert!(
+            toml::from_str::<FileConfig>("redis_ulr = \"x\"").is_err(),
+            "typos are rejected"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn settings(common: &CommonArgs, mount: &MountArgs) -> Result<Settings, Fail
 
 /// Runs until a signal; `mountpoint` is `None` for `serve`.
 pub fn run(settings: Settings, mountpoint: Option<PathBuf>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -48,7 +51,6 @@ pub fn run(settings: Settings, mountpoint: Option<PathBuf>) -> ExitCode {
     match runtime.block_on(run_async(settings, mountpoint)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
-            tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             ExitCode::from(code)
         }
@@ -73,13 +75,16 @@ async fn stop_signal() {
 }
 
 async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<(), Failure> {
-    if let Some(mountpoint) = &mountpoint {
-        if !mountpoint.is_dir() {
-            return Err(Failure {
-                code: EXIT_CONFIG,
-                error: anyhow::anyhow!("mountpoint {} does not exist or is not a directory", mountpoint.display()),
-            });
-        }
+    if let Some(mountpoint) = &mountpoint
+        && !mountpoint.is_dir()
+    {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "mountpoint {} does not exist or is not a directory",
+                mountpoint.display()
+            ),
+        });
     }
     // Bind before the (possibly long) bootstrap so a taken port fails fast.
     let listener = match settings.api_listen {
@@ -92,7 +97,7 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     let stop = stop_signal();
     tokio::pin!(stop);
     let service = tokio::select! {
-        started = Service::start(settings.service.clone()) => started.map_err(|error| failure(EXIT_REDIS)(error.into()))?,
+        started = Service::start(settings.service.clone()) => started.map_err(start_failure)?,
         () = &mut stop => return Ok(()),
     };
     let service = Arc::new(service);
@@ -111,7 +116,9 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
                 .map_err(|error| failure(EXIT_MOUNT)(anyhow::Error::new(error)))?;
             let handle = Arc::new(handle);
             let sink_handle = handle.clone();
-            service.attach_invalidation_sink(Box::new(move |invalidations| sink_handle.invalidate(invalidations)));
+            service.attach_invalidation_sink(Box::new(move |invalidations| {
+                sink_handle.invalidate(invalidations)
+            }));
             Some(handle)
         }
         None => None,
@@ -119,12 +126,19 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
 
     let (stop_api, api_stopped) = watch::channel(false);
     let api_task = listener.map(|listener| {
-        let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
+        let address = listener
+            .local_addr()
+            .map(|address| address.to_string())
+            .unwrap_or_default();
         tracing::info!(%address, "api listening");
         let mut api_stopped = api_stopped.clone();
-        tokio::spawn(metafuse_api::serve(listener, service.backend(), async move {
-            let _ = api_stopped.wait_for(|stopped| *stopped).await;
-        }))
+        tokio::spawn(metafuse_api::serve(
+            listener,
+            service.backend(),
+            async move {
+                let _ = api_stopped.wait_for(|stopped| *stopped).await;
+            },
+        ))
     });
 
     stop.await;
@@ -143,7 +157,25 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
 fn unmount(handle: Arc<MountHandle>) -> Result<(), Failure> {
     // The service dropped its sink (holding the other reference) on shutdown.
     match Arc::try_unwrap(handle) {
-        Ok(handle) => handle.unmount().map_err(|error| failure(EXIT_MOUNT)(anyhow::Error::new(error))),
-        Err(_) => Err(Failure { code: EXIT_MOUNT, error: anyhow::anyhow!("the mount is still in use; not unmounted") }),
+        Ok(handle) => handle
+            .unmount()
+            .map_err(|error| failure(EXIT_MOUNT)(anyhow::Error::new(error))),
+        Err(_) => Err(Failure {
+            code: EXIT_MOUNT,
+            error: anyhow::anyhow!("the mount is still in use; not unmounted"),
+        }),
+    }
+}
+
+/// A preset or rules problem is configuration (2); the rest is Redis (3).
+fn start_failure(error: metafuse_service::ServiceError) -> Failure {
+    let code = match error {
+        metafuse_service::ServiceError::UnknownPreset(_)
+        | metafuse_service::ServiceError::ReadRules { .. } => EXIT_CONFIG,
+        _ => EXIT_REDIS,
+    };
+    Failure {
+        code,
+        error: error.into(),
     }
 }

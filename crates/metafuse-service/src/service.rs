@@ -1,0 +1,683 @@
+//! Starting the service and the state task that keeps the tree live.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use metafuse_leader::Leader;
+use metafuse_rules::{RelevantProperties, Rules};
+use metafuse_stream::{
+    FetchPlan, FetchedValues, Projection, Source, Strategy, StreamError, Tail, TailEvent,
+};
+use metafuse_vfs::{Invalidation, Library, SharedLibrary};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{RulesSource, ServiceConfig};
+use crate::error::ServiceError;
+use crate::rules_file::compile_text;
+use crate::status::{Phase, Status};
+
+/// Receives what the kernel must forget after each change (the mount's
+/// `MountHandle::invalidate`). Called from the state task after the library
+/// lock is released.
+pub type InvalidationSink = Box<dyn Fn(&[Invalidation]) + Send + Sync>;
+
+/// Pause before a failed leader switch is tried again.
+const LEADER_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// First pause between failed resynchronisation attempts; doubles up to the max.
+const RESYNC_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const RESYNC_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often Redis is probed for health.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A running service: a live tree fed from Redis.
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Service")
+            .field("redis_url", &self.inner.leader.lock().redis_url)
+            .field("last_event_id", &*self.inner.applied.borrow())
+            .finish()
+    }
+}
+
+pub(crate) enum Command {
+    Refresh(oneshot::Sender<Result<(), String>>),
+    ApplyRules(Rules, oneshot::Sender<Result<(), String>>),
+    SwitchLeader(Leader),
+}
+
+/// State shared by the service handle, its tasks and the API backend.
+pub(crate) struct Inner {
+    pub(crate) library: SharedLibrary,
+    pub(crate) status: Status,
+    pub(crate) config: ServiceConfig,
+    pub(crate) leader: Mutex<Leader>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    sinks: RwLock<Vec<InvalidationSink>>,
+    applied: watch::Sender<String>,
+    rules_checks: watch::Sender<u64>,
+    /// The rules text last read from or written to the file, so the poller
+    /// only reacts to edits made by someone else.
+    pub(crate) last_rules_text: Mutex<Option<String>>,
+    pub(crate) redis_connected: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    fn dispatch(&self, invalidations: &[Invalidation]) {
+        if invalidations.is_empty() {
+            return;
+        }
+        for sink in self.sinks.read().iter() {
+            sink(invalidations);
+        }
+    }
+
+    /// Runs a rules change on the state task and waits for it.
+    pub(crate) async fn apply_rules(&self, rules: Rules) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ApplyRules(rules, reply))
+            .await
+            .map_err(|_| "the service is stopping".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the service is stopping".to_owned())?
+    }
+
+    /// Rebuilds the state from a fresh snapshot and waits for it.
+    pub(crate) async fn refresh(&self) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Refresh(reply))
+            .await
+            .map_err(|_| "the service is stopping".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the service is stopping".to_owned())?
+    }
+
+    pub(crate) fn set_rules_error(&self, error: Option<String>) {
+        self.status.moments.lock().rules_error = error;
+    }
+}
+
+impl Service {
+    /// Finds Redis, bootstraps, builds the tree and starts following the
+    /// stream, the rules file and the leader. Returns once the tree is
+    /// complete; waits as long as discovery needs to find a leader.
+    pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
+        let initial = initial_rules(&config.rules)?;
+        let leader = metafuse_leader::discover(&config.discovery).await?;
+        let bootstrap_error = |source| ServiceError::Bootstrap {
+            url: leader.redis_url.clone(),
+            source,
+        };
+        let mut source = Source::connect(&leader.redis_url, &config.prefix)
+            .await
+            .map_err(bootstrap_error)?;
+        let relevant = initial.rules.relevant_properties();
+        let mut projection = Projection::new(relevant.clone());
+        let report = source
+            .bootstrap(&mut projection, config.strategy, |_| {})
+            .await
+            .map_err(bootstrap_error)?;
+        tracing::info!(
+            strategy = report.strategy_used.name(),
+            reason = report.reason,
+            n_events = report.n_events,
+            n_fetched = report.n_fetched,
+            n_skipped = report.n_skipped,
+            n_malformed = report.n_malformed,
+            n_files = projection.complete_count(),
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "bootstrap done"
+        );
+        projection.record_bootstrap(report.strategy_used.name(), report.elapsed);
+        let build_started = Instant::now();
+        let library = Library::from_projection(projection, Arc::new(initial.rules));
+        tracing::info!(
+            n_files = library.file_count(),
+            n_directories = library.directory_count(),
+            elapsed_ms = build_started.elapsed().as_millis() as u64,
+            "tree built"
+        );
+
+        let (commands, command_receiver) = mpsc::channel(16);
+        let status = Status::default();
+        Status::add(&status.events_processed, report.n_events);
+        Status::add(&status.properties_fetched, report.n_fetched);
+        Status::add(&status.properties_skipped, report.n_skipped);
+        Status::add(&status.malformed_entries, report.n_malformed);
+        {
+            let mut moments = status.moments.lock();
+            moments.last_event_id = Some(report.last_event_id.clone());
+            moments.last_refresh = Some(SystemTime::now());
+            moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
+            moments.strategy = Some(report.strategy_used.name().to_owned());
+            moments.rules_error = initial.error;
+        }
+        let inner = Arc::new(Inner {
+            library: SharedLibrary::new(library),
+            status,
+            config: config.clone(),
+            leader: Mutex::new(leader.clone()),
+            commands,
+            sinks: RwLock::new(Vec::new()),
+            applied: watch::Sender::new(report.last_event_id.clone()),
+            rules_checks: watch::Sender::new(0),
+            last_rules_text: Mutex::new(initial.text),
+            redis_connected: std::sync::atomic::AtomicBool::new(true),
+        });
+
+        let mut tail = source.tail(&report.last_event_id);
+        tail.set_block(config.tail_block);
+        let state_task = StateTask {
+            inner: inner.clone(),
+            source: source.clone(),
+            tail,
+            relevant,
+            commands: command_receiver,
+        };
+        let mut tasks = vec![tokio::spawn(state_task.run())];
+        tasks.push(tokio::spawn(probe_redis(inner.clone(), source)));
+        tasks.push(tokio::spawn(follow_leader(inner.clone(), leader)));
+        if let RulesSource::File(_) = &config.rules {
+            tasks.push(tokio::spawn(follow_rules_file(inner.clone())));
+        }
+        Ok(Service {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The shared tree (for the FUSE mount).
+    pub fn library(&self) -> SharedLibrary {
+        self.inner.library.clone()
+    }
+
+    /// The leader in use (its WebDAV URL serves bytes not on the files volume).
+    pub fn leader(&self) -> Leader {
+        self.inner.leader.lock().clone()
+    }
+
+    /// Adds a receiver of kernel invalidations (the mount, attached after
+    /// bootstrap).
+    pub fn attach_invalidation_sink(&self, sink: InvalidationSink) {
+        self.inner.sinks.write().push(sink);
+    }
+
+    /// The HTTP API's view of this service.
+    pub fn backend(&self) -> Arc<dyn metafuse_api::Backend> {
+        Arc::new(crate::backend::ServiceBackend {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// The id of the last stream entry applied to the tree.
+    pub fn last_applied_event_id(&self) -> String {
+        self.inner.applied.borrow().clone()
+    }
+
+    /// Waits until the stream entry `event_id` (an `XADD` id) or a later one
+    /// has been applied and its invalidations delivered.
+    pub async fn wait_until_applied(&self, event_id: &str) {
+        let wanted = parse_stream_id(event_id);
+        let mut receiver = self.inner.applied.subscribe();
+        // The sender lives in `inner`, which we hold: this cannot fail.
+        let _ = receiver
+            .wait_for(|applied| parse_stream_id(applied) >= wanted)
+            .await;
+    }
+
+    /// How many times the rules file was found changed and examined.
+    pub fn rules_file_checks(&self) -> u64 {
+        *self.inner.rules_checks.borrow()
+    }
+
+    /// Waits until the rules file has been examined more than `seen` times.
+    pub async fn wait_for_rules_file_check(&self, seen: u64) {
+        let mut receiver = self.inner.rules_checks.subscribe();
+        let _ = receiver.wait_for(|checks| *checks > seen).await;
+    }
+
+    /// Why the rules file on disk is not in force, if it is not.
+    pub fn rules_file_error(&self) -> Option<String> {
+        self.inner.status.moments.lock().rules_error.clone()
+    }
+
+    /// Stops following the stream, the rules file and the leader, and
+    /// detaches the invalidation sinks (so a mount handle held by one can be
+    /// unmounted). The tree stays readable.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner_tasks());
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            // A cancelled task reports a JoinError; that is the point.
+            let _ = task.await;
+        }
+        self.inner.sinks.write().clear();
+        self.inner.status.set_phase(Phase::Stopped);
+        tracing::info!("service stopped");
+    }
+
+    fn inner_tasks(&self) -> parking_lot::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks.lock()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().iter() {
+            task.abort();
+        }
+    }
+}
+
+/// `1700000000000-3` → `(1700000000000, 3)`; anything else sorts first.
+pub(crate) fn parse_stream_id(id: &str) -> (u64, u64) {
+    let (milliseconds, sequence) = id.split_once('-').unwrap_or((id, "0"));
+    (
+        milliseconds.parse().unwrap_or(0),
+        sequence.parse().unwrap_or(0),
+    )
+}
+
+struct InitialRules {
+    rules: Rules,
+    text: Option<String>,
+    error: Option<String>,
+}
+
+fn initial_rules(source: &RulesSource) -> Result<InitialRules, ServiceError> {
+    match source {
+        RulesSource::Preset { name, .. } => Ok(InitialRules {
+            rules: Rules::preset(name)?,
+            text: None,
+            error: None,
+        }),
+        RulesSource::File(path) => match std::fs::read_to_string(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no rules file; using the default preset until one is saved");
+                Ok(InitialRules {
+                    rules: Rules::preset("default")?,
+                    text: None,
+                    error: None,
+                })
+            }
+            Err(source) => Err(ServiceError::ReadRules {
+                path: path.clone(),
+                source,
+            }),
+            Ok(text) => match compile_text(&text) {
+                Ok(rules) => {
+                    tracing::info!(path = %path.display(), n_rules = rules.document().rules.len(), "rules loaded");
+                    Ok(InitialRules {
+                        rules,
+                        text: Some(text),
+                        error: None,
+                    })
+                }
+                Err(errors) => {
+                    // Serving with the default preset beats refusing to
+                    // start; the file is kept for the user to fix.
+                    let message = format!(
+                        "rules file {} is invalid: {}",
+                        path.display(),
+                        errors.join("; ")
+                    );
+                    tracing::error!(
+                        "{message}; using the default preset, the file is left unchanged"
+                    );
+                    Ok(InitialRules {
+                        rules: Rules::preset("default")?,
+                        text: Some(text),
+                        error: Some(message),
+                    })
+                }
+            },
+        },
+    }
+}
+
+/// Owns the stream position and serialises every change of the library.
+struct StateTask {
+    inner: Arc<Inner>,
+    source: Source,
+    tail: Tail,
+    relevant: RelevantProperties,
+    commands: mpsc::Receiver<Command>,
+}
+
+enum Next {
+    Command(Option<Command>),
+    Tail(Result<TailEvent, StreamError>),
+}
+
+impl StateTask {
+    async fn run(mut self) {
+        loop {
+            // `next_batch` is cancel-safe: a command pre-empting it loses nothing.
+            let next = tokio::select! {
+                biased;
+                command = self.commands.recv() => Next::Command(command),
+                event = self.tail.next_batch(&self.relevant) => Next::Tail(event),
+            };
+            match next {
+                Next::Command(None) => return,
+                Next::Command(Some(command)) => self.handle(command).await,
+                Next::Tail(Ok(TailEvent::Batch(batch))) => {
+                    let invalidations = self.inner.library.apply_batch(batch.fetched());
+                    let status = &self.inner.status;
+                    Status::add(&status.events_processed, batch.counts.n_events);
+                    Status::add(&status.properties_fetched, batch.values.len() as u64);
+                    Status::add(&status.properties_skipped, batch.counts.n_skipped);
+                    Status::add(&status.malformed_entries, batch.counts.n_malformed);
+                    {
+                        let mut moments = status.moments.lock();
+                        moments.last_event_id = Some(batch.last_event_id.clone());
+                        moments.last_event_at = Some(Instant::now());
+                    }
+                    self.inner.dispatch(&invalidations);
+                    self.inner.applied.send_replace(batch.last_event_id);
+                }
+                Next::Tail(Ok(TailEvent::Resync { last_event_id })) => {
+                    tracing::warn!(
+                        last_event_id,
+                        "the stream lost entries after our position; resynchronising by snapshot"
+                    );
+                    Status::add(&self.inner.status.reconnects, 1);
+                    self.resynchronise_until_done().await;
+                }
+                Next::Tail(Err(error)) => {
+                    // Not a connection problem (those are retried inside):
+                    // pause so a persistent error does not spin.
+                    tracing::error!(%error, "reading the stream failed; retrying");
+                    tokio::time::sleep(RESYNC_MAX_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Refresh(reply) => {
+                let result = self.resynchronise_once().await;
+                let _ = reply.send(result.map_err(|error| error.to_string()));
+            }
+            Command::ApplyRules(rules, reply) => {
+                let result = self.apply_rules(rules).await;
+                let _ = reply.send(result.map_err(|error| error.to_string()));
+            }
+            Command::SwitchLeader(leader) => self.switch_leader(leader).await,
+        }
+    }
+
+    /// Fetches with the state task's connection, reconnecting once if Redis
+    /// restarted since it was opened.
+    async fn fetch_plan(&mut self, plan: &FetchPlan) -> Result<FetchedValues, StreamError> {
+        match self.source.fetch_plan(plan).await {
+            Err(error) if error.is_connection_error() => {
+                self.source =
+                    Source::connect(&self.source_url(), &self.inner.config.prefix).await?;
+                self.source.fetch_plan(plan).await
+            }
+            result => result,
+        }
+    }
+
+    fn source_url(&self) -> String {
+        self.inner.leader.lock().redis_url.clone()
+    }
+
+    /// New rules: fetch what they newly need (outside the lock), then
+    /// rebuild the tree with them, keeping inodes.
+    async fn apply_rules(&mut self, rules: Rules) -> Result<(), StreamError> {
+        let started = Instant::now();
+        let new_relevant = rules.relevant_properties();
+        // Track the union while fetching: if the fetch fails nothing the old
+        // rules need has been dropped.
+        let union =
+            RelevantProperties::from_names(self.relevant.names().chain(new_relevant.names()));
+        let plan = self
+            .inner
+            .library
+            .update(|library| library.set_relevant_properties(union.clone()));
+        self.relevant = union;
+        if !plan.is_empty() {
+            let fetched = self.fetch_plan(&plan).await?;
+            let invalidations = self.inner.library.apply_batch(fetched.iter());
+            Status::add(&self.inner.status.properties_fetched, fetched.len() as u64);
+            self.inner.dispatch(&invalidations);
+        }
+        let invalidations = self.inner.library.replace_rules(Arc::new(rules));
+        self.inner
+            .library
+            .update(|library| library.set_relevant_properties(new_relevant.clone()));
+        self.relevant = new_relevant;
+        self.inner.dispatch(&invalidations);
+        tracing::info!(
+            n_files = self.inner.library.read().file_count(),
+            n_invalidations = invalidations.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rules applied"
+        );
+        Ok(())
+    }
+
+    /// One snapshot into a fresh projection while the old tree keeps
+    /// serving, then an atomic swap.
+    async fn resynchronise_once(&mut self) -> Result<(), StreamError> {
+        self.inner.status.set_phase(Phase::Resynchronising);
+        let result = self.resynchronise_attempt().await;
+        self.inner.status.set_phase(Phase::Tailing);
+        result
+    }
+
+    async fn resynchronise_attempt(&mut self) -> Result<(), StreamError> {
+        let mut fresh = Projection::new(self.relevant.clone());
+        let report = match self
+            .source
+            .bootstrap(&mut fresh, Strategy::Snapshot, |_| {})
+            .await
+        {
+            Err(error) if error.is_connection_error() => {
+                self.source =
+                    Source::connect(&self.source_url(), &self.inner.config.prefix).await?;
+                fresh = Projection::new(self.relevant.clone());
+                self.source
+                    .bootstrap(&mut fresh, Strategy::Snapshot, |_| {})
+                    .await?
+            }
+            result => result?,
+        };
+        fresh.record_bootstrap(report.strategy_used.name(), report.elapsed);
+        let n_files = fresh.complete_count();
+        let invalidations = self.inner.library.replace_projection(fresh);
+        self.tail.resume_from(&report.last_event_id);
+        self.record_rebuild(&report);
+        self.inner.dispatch(&invalidations);
+        self.inner
+            .applied
+            .send_replace(report.last_event_id.clone());
+        tracing::info!(
+            n_files,
+            n_events = report.n_events,
+            n_fetched = report.n_fetched,
+            last_event_id = report.last_event_id,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "resynchronised"
+        );
+        Ok(())
+    }
+
+    fn record_rebuild(&self, report: &metafuse_stream::BootstrapReport) {
+        let status = &self.inner.status;
+        Status::add(&status.events_processed, report.n_events);
+        Status::add(&status.properties_fetched, report.n_fetched);
+        Status::add(&status.properties_skipped, report.n_skipped);
+        Status::add(&status.malformed_entries, report.n_malformed);
+        let mut moments = status.moments.lock();
+        moments.last_event_id = Some(report.last_event_id.clone());
+        moments.last_refresh = Some(SystemTime::now());
+        moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
+        moments.strategy = Some(report.strategy_used.name().to_owned());
+    }
+
+    async fn resynchronise_until_done(&mut self) {
+        let mut backoff = RESYNC_FIRST_BACKOFF;
+        loop {
+            match self.resynchronise_once().await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "resynchronisation failed; still serving the last good tree");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESYNC_MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// A new leader: rebuild from its Redis while the old tree keeps
+    /// serving, then swap the tree and the tail.
+    async fn switch_leader(&mut self, leader: Leader) {
+        self.inner.status.set_phase(Phase::SwitchingLeader);
+        let result = self.switch_leader_attempt(&leader).await;
+        self.inner.status.set_phase(Phase::Tailing);
+        if let Err(error) = result {
+            tracing::warn!(%error, redis_url = leader.redis_url, "switching to the new leader failed; retrying later, still serving the last good tree");
+            let commands = self.inner.commands.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LEADER_RETRY_DELAY).await;
+                let _ = commands.send(Command::SwitchLeader(leader)).await;
+            });
+        }
+    }
+
+    async fn switch_leader_attempt(&mut self, leader: &Leader) -> Result<(), StreamError> {
+        let mut source = Source::connect(&leader.redis_url, &self.inner.config.prefix).await?;
+        let mut fresh = Projection::new(self.relevant.clone());
+        let report = source.bootstrap(&mut fresh, Strategy::Auto, |_| {}).await?;
+        fresh.record_bootstrap(report.strategy_used.name(), report.elapsed);
+        let invalidations = self.inner.library.replace_projection(fresh);
+        let mut tail = source.tail(&report.last_event_id);
+        tail.set_block(self.inner.config.tail_block);
+        self.tail = tail;
+        self.source = source;
+        *self.inner.leader.lock() = leader.clone();
+        Status::add(&self.inner.status.reconnects, 1);
+        self.record_rebuild(&report);
+        self.inner.dispatch(&invalidations);
+        self.inner
+            .applied
+            .send_replace(report.last_event_id.clone());
+        tracing::info!(
+            redis_url = leader.redis_url,
+            n_files = self.inner.library.read().file_count(),
+            "switched to the new leader"
+        );
+        Ok(())
+    }
+}
+
+/// Probes Redis with a one-key `MGET` so health reports the real
+/// connection state, reconnecting the probe after a loss.
+async fn probe_redis(inner: Arc<Inner>, mut source: Source) {
+    let probe = FetchPlan {
+        hash_ids: vec!["__metafuse_health__".to_owned()],
+        properties: vec!["filePath".to_owned()],
+        nested_prefixes: Vec::new(),
+    };
+    let mut ticker = tokio::time::interval(HEALTH_PROBE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut reachable = source.fetch_plan(&probe).await.is_ok();
+        if !reachable {
+            let url = inner.leader.lock().redis_url.clone();
+            if let Ok(fresh) = Source::connect(&url, &inner.config.prefix).await {
+                source = fresh;
+                reachable = source.fetch_plan(&probe).await.is_ok();
+            }
+        }
+        let was_connected = inner.redis_connected.swap(reachable, Ordering::Relaxed);
+        if reachable && !was_connected {
+            Status::add(&inner.status.reconnects, 1);
+        }
+    }
+}
+
+async fn follow_leader(inner: Arc<Inner>, leader: Leader) {
+    let mut watcher = metafuse_leader::watch(inner.config.discovery.clone(), leader);
+    while let Some(leader) = watcher.changed().await {
+        if inner
+            .commands
+            .send(Command::SwitchLeader(leader))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Polls the rules file; a valid edit is applied, an invalid one reported
+/// and left alone.
+async fn follow_rules_file(inner: Arc<Inner>) {
+    let path = inner.config.rules.file_path().clone();
+    let mut ticker = tokio::time::interval(inner.config.rules_poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        // Content, not mtime, decides: editors and `cp` may keep the mtime
+        // within one second, and reading a rules file is cheap.
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            // A deleted file keeps the rules in force.
+            Err(_) => continue,
+        };
+        if inner.last_rules_text.lock().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        *inner.last_rules_text.lock() = Some(text.clone());
+        match compile_text(&text) {
+            Err(errors) => {
+                let message = format!(
+                    "rules file {} is invalid: {}",
+                    path.display(),
+                    errors.join("; ")
+                );
+                tracing::error!(
+                    "{message}; keeping the rules in force, the file is left unchanged"
+                );
+                inner.set_rules_error(Some(message));
+            }
+            Ok(rules) => match inner.apply_rules(rules).await {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "rules file changed; new rules applied");
+                    inner.set_rules_error(None);
+                }
+                Err(error) => {
+                    let message = format!(
+                        "rules file {} is valid but could not be applied: {error}",
+                        path.display()
+                    );
+                    tracing::warn!("{message}; will retry");
+                    inner.set_rules_error(Some(message));
+                    // Forget it so the next poll tries again.
+                    *inner.last_rules_text.lock() = None;
+                }
+            },
+        }
+        inner.rules_checks.send_modify(|checks| *checks += 1);
+    }
+}
