@@ -85,13 +85,17 @@ pub struct Health {
     pub redis_connected: bool,
     /// Stream consumption state.
     pub stream: StreamHealth,
+    /// Why the rules file on disk is not in force, while it is not (the
+    /// body's `rulesError`, left out when `None`).
+    pub rules_error: Option<String>,
 }
 
 /// The stream part of [`Health`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamHealth {
-    /// What the consumer is doing: `bootstrapping`, `tailing`, `reconnecting`, ...
+    /// What the consumer is doing: `bootstrapping`, `tailing`, `resyncing`,
+    /// `switching-leader`, `disconnected` or `stopped`.
     pub phase: String,
     /// Id of the last applied stream entry.
     pub last_event_id: Option<String>,

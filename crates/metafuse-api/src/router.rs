@@ -222,13 +222,17 @@ fn ok<T: Serialize + ?Sized>(value: &T) -> Result<HttpResponse, ApiError> {
 }
 
 fn health_body(health: Health) -> Value {
-    json!({
+    let mut body = json!({
         "status": health.status,
         "timestamp": rfc3339_millis(std::time::SystemTime::now()),
         "service": "meta-fuse",
         "redis": { "connected": health.redis_connected },
         "stream": health.stream,
-    })
+    });
+    if let (Some(rules_error), Value::Object(fields)) = (health.rules_error, &mut body) {
+        fields.insert("rulesError".to_owned(), Value::String(rules_error));
+    }
+    body
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {

@@ -62,6 +62,7 @@ impl Backend for FixedTree {
                 seconds_since_last_event: Some(1.5),
                 lag_entries: Some(0),
             },
+            rules_error: None,
         }
     }
 
@@ -376,6 +377,10 @@ async fn health_routes_report_the_reference_fields_and_the_real_state() {
         assert_eq!(health["stream"]["lastEventId"], "1703808000000-0");
         assert_eq!(health["stream"]["secondsSinceLastEvent"], 1.5);
         assert_eq!(health["stream"]["lagEntries"], 0);
+        assert!(
+            health.get("rulesError").is_none(),
+            "no rules error: the field is left out"
+        );
     }
     server.stop().await;
 }

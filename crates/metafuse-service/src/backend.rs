@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use metafuse_api::{
     ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::rules_file::{compile_document, save_atomically};
 use crate::service::Inner;
-use crate::status::Status;
+use crate::status::Phase;
 
 pub(crate) struct ServiceBackend {
     pub(crate) inner: Arc<Inner>,
@@ -54,33 +54,44 @@ impl ServiceBackend {
         }
     }
 
+    /// The projection's own figures: they follow every batch, rules change
+    /// and rebuild (a rebuild starts a fresh projection, so they restart
+    /// with it).
     fn state_builder(&self, library: &Library) -> StateBuilderStats {
-        let status = &self.inner.status;
+        let stats = library.projection().stats();
         StateBuilderStats {
-            events_processed: Status::get(&status.events_processed),
-            properties_fetched: Status::get(&status.properties_fetched),
-            properties_skipped: Status::get(&status.properties_skipped),
-            files_complete: library.projection().complete_count() as u64,
-            last_event_id: status.moments.lock().last_event_id.clone(),
-            state_size: library.projection().file_count() as u64,
+            events_processed: stats.events_processed,
+            properties_fetched: stats.properties_fetched,
+            properties_skipped: stats.properties_skipped,
+            files_complete: stats.files_complete as u64,
+            last_event_id: stats.last_event_id,
+            state_size: stats.file_count as u64,
         }
     }
 
     fn stream_health(&self) -> StreamHealth {
-        let moments = self.inner.status.moments.lock();
-        let connected = self.inner.redis_connected.load(Ordering::Relaxed);
-        let phase = if connected {
-            moments.phase.name()
+        let tail = &self.inner.tail_status;
+        let phase = self.inner.status.moments.lock().phase;
+        // The tail only notices a lost Redis while it is the one reading;
+        // during a rebuild the phase says more.
+        let phase_name = if phase == Phase::Tailing && !tail.is_connected() {
+            "disconnected"
         } else {
-            "reconnecting"
+            phase.name()
         };
+        let applied = self.inner.applied_event_id();
         StreamHealth {
-            phase: phase.to_owned(),
-            last_event_id: moments.last_event_id.clone(),
-            seconds_since_last_event: moments.last_event_at.map(|at| at.elapsed().as_secs_f64()),
-            lag_entries: None,
+            phase: phase_name.to_owned(),
+            last_event_id: (!applied.is_empty()).then_some(applied),
+            seconds_since_last_event: seconds_since_last_entry(tail.last_entry_at()),
+            lag_entries: tail.lag_entries(),
         }
     }
+}
+
+fn seconds_since_last_entry(last_entry_at: Option<SystemTime>) -> Option<f64> {
+    // A clock stepped backwards reads as "just now", never as negative.
+    last_entry_at.map(|at| at.elapsed().map_or(0.0, |elapsed| elapsed.as_secs_f64()))
 }
 
 fn not_found(path: &str) -> ApiError {
@@ -104,18 +115,19 @@ fn metadata_pairs(sample: &Map<String, Value>) -> Vec<(String, String)> {
 
 impl Backend for ServiceBackend {
     fn health(&self) -> Health {
-        let redis_connected = self.inner.redis_connected.load(Ordering::Relaxed);
-        let rules_error = self.inner.status.moments.lock().rules_error.is_some();
+        let redis_connected = self.inner.tail_status.is_connected();
+        let rules_error = self.inner.status.moments.lock().rules_error.clone();
         Health {
             // A rules file we could not apply is reported as degraded too:
             // the tree is not what the operator asked for.
-            status: if redis_connected && !rules_error {
+            status: if redis_connected && rules_error.is_none() {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded
             },
             redis_connected,
             stream: self.stream_health(),
+            rules_error,
         }
     }
 
@@ -378,21 +390,22 @@ impl Backend for ServiceBackend {
     }
 
     fn metrics(&self) -> MetricsSnapshot {
-        let status = &self.inner.status;
+        let tail = &self.inner.tail_status;
         let library = self.inner.library.read();
-        let moments = status.moments.lock();
+        let stats = library.projection().stats();
+        let moments = self.inner.status.moments.lock();
         MetricsSnapshot {
             files: library.file_count() as u64,
             directories: library.directory_count() as u64 + 1,
             total_size_bytes: library.total_size_bytes(),
-            events_processed: Status::get(&status.events_processed),
-            properties_fetched: Status::get(&status.properties_fetched),
-            properties_skipped: Status::get(&status.properties_skipped),
-            malformed_entries_skipped: Status::get(&status.malformed_entries),
-            tail_lag_entries: None,
-            seconds_since_last_event: moments.last_event_at.map(|at| at.elapsed().as_secs_f64()),
-            redis_connected: self.inner.redis_connected.load(Ordering::Relaxed),
-            redis_reconnects: Status::get(&status.reconnects),
+            events_processed: stats.events_processed,
+            properties_fetched: stats.properties_fetched,
+            properties_skipped: stats.properties_skipped,
+            malformed_entries_skipped: stats.malformed_entries,
+            tail_lag_entries: tail.lag_entries(),
+            seconds_since_last_event: seconds_since_last_entry(tail.last_entry_at()),
+            redis_connected: tail.is_connected(),
+            redis_reconnects: tail.reconnects(),
             bootstrap_seconds: moments.bootstrap_seconds,
             strategy: moments.strategy.clone(),
         }

@@ -1,13 +1,13 @@
 //! Starting the service and the state task that keeps the tree live.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use metafuse_leader::Leader;
 use metafuse_rules::{RelevantProperties, Rules};
 use metafuse_stream::{
     FetchPlan, FetchedValues, Projection, Source, Strategy, StreamError, Tail, TailEvent,
+    TailStatus,
 };
 use metafuse_vfs::{Invalidation, Library, SharedLibrary};
 use parking_lot::{Mutex, RwLock};
@@ -29,8 +29,6 @@ const LEADER_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// First pause between failed resynchronisation attempts; doubles up to the max.
 const RESYNC_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const RESYNC_MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How often Redis is probed for health.
-const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running service: a live tree fed from Redis.
 pub struct Service {
@@ -64,10 +62,14 @@ pub(crate) struct Inner {
     sinks: RwLock<Vec<InvalidationSink>>,
     applied: watch::Sender<String>,
     rules_checks: watch::Sender<u64>,
+    /// Completed leader switches.
+    leader_switches: watch::Sender<u64>,
     /// The rules text last read from or written to the file, so the poller
     /// only reacts to edits made by someone else.
     pub(crate) last_rules_text: Mutex<Option<String>>,
-    pub(crate) redis_connected: std::sync::atomic::AtomicBool,
+    /// The live tail's own report (connection, reconnects, last read, lag);
+    /// every tail, also after a leader switch, reports into this one handle.
+    pub(crate) tail_status: TailStatus,
 }
 
 impl Inner {
@@ -78,6 +80,11 @@ impl Inner {
         for sink in self.sinks.read().iter() {
             sink(invalidations);
         }
+    }
+
+    /// The id of the last stream entry applied to the tree.
+    pub(crate) fn applied_event_id(&self) -> String {
+        self.applied.borrow().clone()
     }
 
     /// Runs a rules change on the state task and waits for it.
@@ -150,15 +157,12 @@ impl Service {
             "tree built"
         );
 
+        let mut tail = source.tail(&report.last_event_id);
+        tail.set_block(config.tail_block);
         let (commands, command_receiver) = mpsc::channel(16);
         let status = Status::default();
-        Status::add(&status.events_processed, report.n_events);
-        Status::add(&status.properties_fetched, report.n_fetched);
-        Status::add(&status.properties_skipped, report.n_skipped);
-        Status::add(&status.malformed_entries, report.n_malformed);
         {
             let mut moments = status.moments.lock();
-            moments.last_event_id = Some(report.last_event_id.clone());
             moments.last_refresh = Some(SystemTime::now());
             moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
             moments.strategy = Some(report.strategy_used.name().to_owned());
@@ -173,21 +177,18 @@ impl Service {
             sinks: RwLock::new(Vec::new()),
             applied: watch::Sender::new(report.last_event_id.clone()),
             rules_checks: watch::Sender::new(0),
+            leader_switches: watch::Sender::new(0),
             last_rules_text: Mutex::new(initial.text),
-            redis_connected: std::sync::atomic::AtomicBool::new(true),
+            tail_status: tail.status(),
         });
-
-        let mut tail = source.tail(&report.last_event_id);
-        tail.set_block(config.tail_block);
         let state_task = StateTask {
             inner: inner.clone(),
-            source: source.clone(),
+            source,
             tail,
             relevant,
             commands: command_receiver,
         };
         let mut tasks = vec![tokio::spawn(state_task.run())];
-        tasks.push(tokio::spawn(probe_redis(inner.clone(), source)));
         tasks.push(tokio::spawn(follow_leader(inner.clone(), leader)));
         if let RulesSource::File(_) = &config.rules {
             tasks.push(tokio::spawn(follow_rules_file(inner.clone())));
@@ -235,6 +236,18 @@ impl Service {
         let _ = receiver
             .wait_for(|applied| parse_stream_id(applied) >= wanted)
             .await;
+    }
+
+    /// How many leader switches have completed (the new leader's tree
+    /// swapped in).
+    pub fn leader_switches(&self) -> u64 {
+        *self.inner.leader_switches.borrow()
+    }
+
+    /// Waits until more than `seen` leader switches have completed.
+    pub async fn wait_for_leader_switch(&self, seen: u64) {
+        let mut receiver = self.inner.leader_switches.subscribe();
+        let _ = receiver.wait_for(|switches| *switches > seen).await;
     }
 
     /// How many times the rules file was found changed and examined.
@@ -376,17 +389,12 @@ impl StateTask {
                 Next::Command(None) => return,
                 Next::Command(Some(command)) => self.handle(command).await,
                 Next::Tail(Ok(TailEvent::Batch(batch))) => {
-                    let invalidations = self.inner.library.apply_batch(batch.fetched());
-                    let status = &self.inner.status;
-                    Status::add(&status.events_processed, batch.counts.n_events);
-                    Status::add(&status.properties_fetched, batch.values.len() as u64);
-                    Status::add(&status.properties_skipped, batch.counts.n_skipped);
-                    Status::add(&status.malformed_entries, batch.counts.n_malformed);
-                    {
-                        let mut moments = status.moments.lock();
-                        moments.last_event_id = Some(batch.last_event_id.clone());
-                        moments.last_event_at = Some(Instant::now());
-                    }
+                    // One lock: readers never see the batch without its counts.
+                    let invalidations = self.inner.library.update(|library| {
+                        let invalidations = library.apply_batch(batch.fetched());
+                        library.record_events(batch.counts, &batch.last_event_id);
+                        invalidations
+                    });
                     self.inner.dispatch(&invalidations);
                     self.inner.applied.send_replace(batch.last_event_id);
                 }
@@ -395,7 +403,6 @@ impl StateTask {
                         last_event_id,
                         "the stream lost entries after our position; resynchronising by snapshot"
                     );
-                    Status::add(&self.inner.status.reconnects, 1);
                     self.resynchronise_until_done().await;
                 }
                 Next::Tail(Err(error)) => {
@@ -456,7 +463,6 @@ impl StateTask {
         if !plan.is_empty() {
             let fetched = self.fetch_plan(&plan).await?;
             let invalidations = self.inner.library.apply_batch(fetched.iter());
-            Status::add(&self.inner.status.properties_fetched, fetched.len() as u64);
             self.inner.dispatch(&invalidations);
         }
         let invalidations = self.inner.library.replace_rules(Arc::new(rules));
@@ -521,13 +527,7 @@ impl StateTask {
     }
 
     fn record_rebuild(&self, report: &metafuse_stream::BootstrapReport) {
-        let status = &self.inner.status;
-        Status::add(&status.events_processed, report.n_events);
-        Status::add(&status.properties_fetched, report.n_fetched);
-        Status::add(&status.properties_skipped, report.n_skipped);
-        Status::add(&status.malformed_entries, report.n_malformed);
-        let mut moments = status.moments.lock();
-        moments.last_event_id = Some(report.last_event_id.clone());
+        let mut moments = self.inner.status.moments.lock();
         moments.last_refresh = Some(SystemTime::now());
         moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
         moments.strategy = Some(report.strategy_used.name().to_owned());
@@ -571,48 +571,26 @@ impl StateTask {
         let invalidations = self.inner.library.replace_projection(fresh);
         let mut tail = source.tail(&report.last_event_id);
         tail.set_block(self.inner.config.tail_block);
+        // The new tail's first connection counts as a reconnect of the one
+        // handle health reads.
+        tail.set_status(self.inner.tail_status.clone());
         self.tail = tail;
         self.source = source;
         *self.inner.leader.lock() = leader.clone();
-        Status::add(&self.inner.status.reconnects, 1);
         self.record_rebuild(&report);
         self.inner.dispatch(&invalidations);
         self.inner
             .applied
             .send_replace(report.last_event_id.clone());
+        self.inner
+            .leader_switches
+            .send_modify(|switches| *switches += 1);
         tracing::info!(
             redis_url = leader.redis_url,
             n_files = self.inner.library.read().file_count(),
             "switched to the new leader"
         );
         Ok(())
-    }
-}
-
-/// Probes Redis with a one-key `MGET` so health reports the real
-/// connection state, reconnecting the probe after a loss.
-async fn probe_redis(inner: Arc<Inner>, mut source: Source) {
-    let probe = FetchPlan {
-        hash_ids: vec!["__metafuse_health__".to_owned()],
-        properties: vec!["filePath".to_owned()],
-        nested_prefixes: Vec::new(),
-    };
-    let mut ticker = tokio::time::interval(HEALTH_PROBE_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let mut reachable = source.fetch_plan(&probe).await.is_ok();
-        if !reachable {
-            let url = inner.leader.lock().redis_url.clone();
-            if let Ok(fresh) = Source::connect(&url, &inner.config.prefix).await {
-                source = fresh;
-                reachable = source.fetch_plan(&probe).await.is_ok();
-            }
-        }
-        let was_connected = inner.redis_connected.swap(reachable, Ordering::Relaxed);
-        if reachable && !was_connected {
-            Status::add(&inner.status.reconnects, 1);
-        }
     }
 }
 

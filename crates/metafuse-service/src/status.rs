@@ -1,8 +1,7 @@
 //! Counters and state the state task updates and the API reads, without
 //! touching the library lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
@@ -19,28 +18,23 @@ impl Phase {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::Tailing => "tailing",
-            Phase::Resynchronising => "resynchronising",
+            Phase::Resynchronising => "resyncing",
             Phase::SwitchingLeader => "switching-leader",
             Phase::Stopped => "stopped",
         }
     }
 }
 
+/// Event counts and the last event id live in the projection, the tail's
+/// connection state in its `TailStatus`; this holds the rest.
 #[derive(Debug, Default)]
 pub(crate) struct Status {
-    pub(crate) events_processed: AtomicU64,
-    pub(crate) properties_fetched: AtomicU64,
-    pub(crate) properties_skipped: AtomicU64,
-    pub(crate) malformed_entries: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
     pub(crate) moments: Mutex<Moments>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Moments {
     pub(crate) phase: Phase,
-    pub(crate) last_event_id: Option<String>,
-    pub(crate) last_event_at: Option<Instant>,
     pub(crate) last_refresh: Option<SystemTime>,
     pub(crate) bootstrap_seconds: Option<f64>,
     pub(crate) strategy: Option<String>,
@@ -52,8 +46,6 @@ impl Default for Moments {
     fn default() -> Self {
         Moments {
             phase: Phase::Tailing,
-            last_event_id: None,
-            last_event_at: None,
             last_refresh: None,
             bootstrap_seconds: None,
             strategy: None,
@@ -63,14 +55,6 @@ impl Default for Moments {
 }
 
 impl Status {
-    pub(crate) fn add(counter: &AtomicU64, amount: u64) {
-        counter.fetch_add(amount, Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.moments.lock().phase = phase;
     }

@@ -63,4 +63,4 @@ pub use metafuse_state::{
     parse_event_key,
 };
 pub use source::{BootstrapReport, Phase, Progress, Source, Strategy, Timings};
-pub use tail::{Tail, TailBatch, TailEvent};
+pub use tail::{Tail, TailBatch, TailEvent, TailStatus};

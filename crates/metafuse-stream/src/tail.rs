@@ -1,17 +1,19 @@
 //! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
 //! on another, reconnecting with backoff after a connection loss.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use metafuse_rules::RelevantProperties;
 use metafuse_state::{EventCounts, FetchedValue};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
-use crate::entries::{EntryBatch, RelevanceCache, last_entry_id};
+use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
 use crate::fetch::{FetchedValues, fetch_values};
-use crate::info::{EVENTS_STREAM, stream_info};
+use crate::info::{EVENTS_STREAM, StreamInfo, stream_info};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -55,6 +57,102 @@ pub enum TailEvent {
     },
 }
 
+/// What a [`Tail`] reports about itself, readable from any thread without
+/// touching the tail: a cheap clone of shared atomics.
+///
+/// Obtained with [`Tail::status`]; a later tail (after a leader switch) can
+/// report into the same handle with [`Tail::set_status`], so its readers keep
+/// one handle and the counters continue.
+#[derive(Clone, Debug, Default)]
+pub struct TailStatus {
+    shared: Arc<SharedTailStatus>,
+}
+
+#[derive(Debug)]
+struct SharedTailStatus {
+    connected: AtomicBool,
+    /// Connections opened by the tails reporting here (the first is no reconnect).
+    connections: AtomicU64,
+    /// Unix milliseconds of the last entry read; 0 until one was.
+    last_entry_at_ms: AtomicU64,
+    /// [`UNKNOWN_LAG`] until the tail has seen where the stream ends.
+    lag_entries: AtomicU64,
+}
+
+/// Stands for "not known" in [`SharedTailStatus::lag_entries`].
+const UNKNOWN_LAG: u64 = u64::MAX;
+
+impl Default for SharedTailStatus {
+    fn default() -> Self {
+        SharedTailStatus {
+            connected: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
+            last_entry_at_ms: AtomicU64::new(0),
+            lag_entries: AtomicU64::new(UNKNOWN_LAG),
+        }
+    }
+}
+
+impl TailStatus {
+    /// Whether the tail holds a working connection to Redis (false before
+    /// its first read and while it retries after a loss).
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Connections re-established after the first one (connection losses
+    /// recovered, plus tails that took over this handle).
+    pub fn reconnects(&self) -> u64 {
+        self.shared
+            .connections
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
+    /// When the tail last read stream entries, if it has.
+    pub fn last_entry_at(&self) -> Option<SystemTime> {
+        match self.shared.last_entry_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            milliseconds => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(milliseconds)),
+        }
+    }
+
+    /// Stream entries after the tail's position when it last looked at the
+    /// stream (`XINFO STREAM` after every read). Counted from the stream's
+    /// `entries-added` (Redis >= 7), so it is `None` until the tail has once
+    /// caught up with the stream's end; 0 whenever it is caught up.
+    pub fn lag_entries(&self) -> Option<u64> {
+        match self.shared.lag_entries.load(Ordering::Relaxed) {
+            UNKNOWN_LAG => None,
+            lag => Some(lag),
+        }
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.shared.connected.store(connected, Ordering::Relaxed);
+    }
+
+    fn record_connection(&self) {
+        self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        self.set_connected(true);
+    }
+
+    fn record_entries_read(&self) {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |since_epoch| since_epoch.as_millis().max(1) as u64);
+        self.shared
+            .last_entry_at_ms
+            .store(now_ms, Ordering::Relaxed);
+    }
+
+    fn set_lag_entries(&self, lag: Option<u64>) {
+        self.shared
+            .lag_entries
+            .store(lag.unwrap_or(UNKNOWN_LAG), Ordering::Relaxed);
+    }
+}
+
 /// Follows `meta:events` after a position (see `Source::tail`).
 pub struct Tail {
     client: redis::Client,
@@ -66,6 +164,11 @@ pub struct Tail {
     relevance: Option<RelevanceCache>,
     /// Set while Redis is unreachable, so an outage is logged once.
     outage_attempts: Option<u32>,
+    status: TailStatus,
+    /// The stream's `entries-added` count at our position, once seen: an
+    /// `XINFO` finding the stream ends at our position gives it, every entry
+    /// read advances it, and the lag is the stream's count minus it.
+    entries_added_at_position: Option<u64>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -90,7 +193,23 @@ impl Tail {
             fetch_connection: None,
             relevance: None,
             outage_attempts: None,
+            status: TailStatus::default(),
+            entries_added_at_position: None,
         }
+    }
+
+    /// A handle on this tail's connection state, reconnects, last read and lag.
+    pub fn status(&self) -> TailStatus {
+        self.status.clone()
+    }
+
+    /// Reports into `status` from now on (e.g. the handle of the tail this
+    /// one replaces after a leader switch), so readers keep one handle.
+    pub fn set_status(&mut self, status: TailStatus) {
+        if self.read_connection.is_some() {
+            status.record_connection();
+        }
+        self.status = status;
     }
 
     /// How long one `XREAD BLOCK` waits before it is reissued (default 5 s).
@@ -106,6 +225,8 @@ impl Tail {
     /// Continues after `last_event_id` (after a resynchronisation).
     pub fn resume_from(&mut self, last_event_id: &str) {
         self.last_event_id = last_event_id.to_owned();
+        self.entries_added_at_position = None;
+        self.status.set_lag_entries(None);
     }
 
     /// Waits for the next entries and returns the current values of their
@@ -133,6 +254,7 @@ impl Tail {
                 Err(error) if error.is_connection_error() => {
                     self.read_connection = None;
                     self.fetch_connection = None;
+                    self.status.set_connected(false);
                     let attempts = self.outage_attempts.get_or_insert(0);
                     if *attempts == 0 {
                         tracing::warn!(%error, last_event_id = self.last_event_id, "lost redis; retrying with backoff");
@@ -189,6 +311,8 @@ impl Tail {
             };
             self.read_connection = Some(read);
             self.fetch_connection = Some(fetch);
+            self.status.record_connection();
+            self.observe_stream_end(info.as_ref());
             if !continuous {
                 return Ok(Some(TailEvent::Resync {
                     last_event_id: self.last_event_id.clone(),
@@ -213,17 +337,26 @@ impl Tail {
             .query_async(read)
             .await
             .map_err(StreamError::command("XREAD meta:events"))?;
-        let Some(entries) = stream_entries(reply) else {
+        let entries_and_last_id = stream_entries(reply)
+            .and_then(|entries| last_entry_id(&entries).map(|last_id| (entries, last_id)));
+        let Some((entries, last_id)) = entries_and_last_id else {
+            // Timed out: nothing after us when it was issued; look where the
+            // stream ends now so the lag stays current while idle.
+            let info = stream_info(fetch).await?;
+            self.observe_stream_end(info.as_ref());
             return Ok(None);
         };
-        let Some(last_id) = last_entry_id(&entries) else {
-            return Ok(None);
+        let n_entries = match &entries {
+            Value::Array(items) => items.len() as u64,
+            _ => 0,
         };
+        self.status.record_entries_read();
         let mut batch = EntryBatch::default();
         batch.add_entries(entries, &self.prefix, relevance);
         // Entries after our old position were deleted before we read them
         // (the stream was trimmed past us): they are lost to us.
-        if let Some(info) = stream_info(fetch).await?
+        let info = stream_info(fetch).await?;
+        if let Some(info) = &info
             && info.lost_after(&self.last_event_id)
         {
             return Ok(Some(TailEvent::Resync {
@@ -236,11 +369,41 @@ impl Tail {
             ..batch.counts
         };
         self.last_event_id = last_id.clone();
+        self.entries_added_at_position = self
+            .entries_added_at_position
+            .map(|entries_added| entries_added + n_entries);
+        self.observe_stream_end(info.as_ref());
         Ok(Some(TailEvent::Batch(TailBatch {
             values,
             last_event_id: last_id,
             counts,
         })))
+    }
+}
+
+impl Tail {
+    /// Updates the lag from where the stream ends (`XINFO STREAM`, `None`
+    /// when there is no stream).
+    fn observe_stream_end(&mut self, info: Option<&StreamInfo>) {
+        let Some(info) = info else {
+            self.status.set_lag_entries(Some(0));
+            return;
+        };
+        let position = StreamId::parse(&self.last_event_id).unwrap_or_default();
+        let stream_end = StreamId::parse(&info.last_generated_id).unwrap_or_default();
+        let lag = if stream_end <= position {
+            // Caught up: this is where the count of entries added stands at
+            // our position.
+            if info.entries_added.is_some() {
+                self.entries_added_at_position = info.entries_added;
+            }
+            Some(0)
+        } else {
+            self.entries_added_at_position
+                .zip(info.entries_added)
+                .map(|(at_position, added)| added.saturating_sub(at_position))
+        };
+        self.status.set_lag_entries(lag);
     }
 }
 

@@ -214,3 +214,81 @@ async fn newly_relevant_properties_are_fetched_for_known_files() {
             .any(|(_, file)| file.get("video/codec").is_some())
     );
 }
+
+/// Appends `n_entries` events about a property no rules use (cheap: nothing
+/// to fetch) in one pipeline; returns the last id.
+fn add_irrelevant_events(connection: &mut redis::Connection, n_entries: usize) -> String {
+    let mut pipeline = redis::pipe();
+    for index in 0..n_entries {
+        pipeline
+            .cmd("XADD")
+            .arg("meta:events")
+            .arg("*")
+            .arg("type")
+            .arg("set")
+            .arg("key")
+            .arg(format!("file:h{index}/notARelevantProperty"));
+    }
+    let ids: Vec<String> = pipeline.query(connection).unwrap();
+    ids.last().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_reports_connection_reads_lag_and_reconnects() {
+    let mut server = RedisServer::start_persistent().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    add_irrelevant_events(&mut connection, 3);
+    let (_, report) = bootstrap(&server.url(), "", Strategy::Replay).await;
+    let source = Source::connect(&server.url(), "").await.unwrap();
+    let mut tail = source.tail(&report.last_event_id);
+    tail.set_block(std::time::Duration::from_millis(100));
+    let status = tail.status();
+    assert!(!status.is_connected(), "nothing read yet");
+    assert_eq!(status.last_entry_at(), None);
+    assert_eq!(status.lag_entries(), None);
+
+    let before_read = std::time::SystemTime::now();
+    add_irrelevant_events(&mut connection, 1);
+    let relevant = relevant();
+    let TailEvent::Batch(batch) = tail.next_batch(&relevant).await.unwrap() else {
+        panic!("no resync expected");
+    };
+    assert_eq!(batch.counts.n_events, 1);
+    assert!(status.is_connected());
+    assert!(status.last_entry_at().unwrap() >= before_read);
+    assert_eq!(status.lag_entries(), Some(0), "caught up");
+
+    // More entries than one XREAD takes: the lag is what is left.
+    add_irrelevant_events(&mut connection, 10_005);
+    let TailEvent::Batch(batch) = tail.next_batch(&relevant).await.unwrap() else {
+        panic!("no resync expected");
+    };
+    assert_eq!(batch.counts.n_events, 10_000);
+    assert_eq!(status.lag_entries(), Some(5), "10 005 added, 10 000 read");
+    let TailEvent::Batch(batch) = tail.next_batch(&relevant).await.unwrap() else {
+        panic!("no resync expected");
+    };
+    assert_eq!(batch.counts.n_events, 5);
+    assert_eq!(status.lag_entries(), Some(0));
+    assert_eq!(status.reconnects(), 0);
+
+    server.kill();
+    let pending = tokio::spawn(async move {
+        let event = tail.next_batch(&relevant).await.unwrap();
+        (tail, event)
+    });
+    server.restart().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    let last_id = add_irrelevant_events(&mut connection, 2);
+    let (tail, event) = pending.await.unwrap();
+    assert!(matches!(event, TailEvent::Batch(_)));
+    assert_eq!(tail.last_event_id(), last_id);
+    assert!(status.is_connected());
+    assert_eq!(status.reconnects(), 1, "one loss, one reconnection");
+    assert_eq!(status.lag_entries(), Some(0));
+
+    // A tail that takes over the handle continues its counters.
+    let mut successor = source.tail(&last_id);
+    successor.set_status(status.clone());
+    assert_eq!(successor.status().reconnects(), 1);
+}

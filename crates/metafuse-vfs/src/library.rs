@@ -4,7 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use metafuse_rules::{Metadata, RelevantProperties, Rules};
-use metafuse_state::{Delta, FetchPlan, FetchedValue, FileRef, Projection};
+use metafuse_state::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection};
 use parking_lot::{Mutex, RwLock};
 
 use crate::tree::{FileSpec, Invalidation, NodeRef, Tree, TreeBuilder};
@@ -68,6 +68,13 @@ impl Library {
             }
         }
         invalidations
+    }
+
+    /// Records stream entries read after a batch was applied (the tail's
+    /// counts and new position), so the projection's stats stay the truth.
+    /// With [`SharedLibrary::update`], together with the batch in one lock.
+    pub fn record_events(&mut self, counts: EventCounts, last_event_id: &str) {
+        self.projection.record_events(counts, last_event_id);
     }
 
     /// Changes which properties the projection keeps; the caller fetches

@@ -130,3 +130,25 @@ fn bootstrap_from_a_projection_equals_applying_the_same_values() {
         Some("h1")
     );
 }
+
+#[test]
+fn recorded_events_show_in_the_projection_stats() {
+    let shared = SharedLibrary::new(Library::new(preset("default")));
+    shared.update(|library| {
+        library.apply_batch(episode("h1", "Dark", "01"));
+        library.record_events(
+            metafuse_state::EventCounts {
+                n_events: 7,
+                n_skipped: 2,
+                n_malformed: 1,
+            },
+            "1700000000000-4",
+        );
+    });
+    let stats = shared.read().projection().stats();
+    assert_eq!(stats.events_processed, 7);
+    assert_eq!(stats.properties_skipped, 2);
+    assert_eq!(stats.malformed_entries, 1);
+    assert_eq!(stats.properties_fetched, 5);
+    assert_eq!(stats.last_event_id.as_deref(), Some("1700000000000-4"));
+}

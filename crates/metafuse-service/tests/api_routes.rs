@@ -1,0 +1,271 @@
+//! Every HTTP route once, against the real stack: a redis-server seeded like
+//! the MetaMesh writers do, the service, and `metafuse_api::serve`.
+
+use std::net::SocketAddr;
+
+use metafuse_service::{Service, ServiceConfig};
+use metafuse_testkit::RedisServer;
+use redis::Commands;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Writes like a MetaMesh writer: SET, SADD to the index, XADD an event.
+/// Returns the event id.
+fn set(connection: &mut redis::Connection, hash_id: &str, property: &str, value: &str) -> String {
+    let key = format!("file:{hash_id}/{property}");
+    let _: () = connection.set(&key, value).expect("SET");
+    let _: () = connection.sadd("file:__index__", hash_id).expect("SADD");
+    connection
+        .xadd(
+            "meta:events",
+            "*",
+            &[("type", "set"), ("key", key.as_str()), ("ts", "0")],
+        )
+        .expect("XADD")
+}
+
+fn seed_movie(connection: &mut redis::Connection, hash_id: &str, title: &str, year: &str) {
+    let _ = set(connection, hash_id, "title", title);
+    let _ = set(connection, hash_id, "movieYear", year);
+    let _ = set(connection, hash_id, "fileType", "video");
+    let _ = set(connection, hash_id, "extension", "mkv");
+    let _ = set(connection, hash_id, "size", "1000");
+    let _ = set(
+        connection,
+        hash_id,
+        "filePath",
+        &format!("watch/{title}.{year}.mkv"),
+    );
+}
+
+fn seed_episode(connection: &mut redis::Connection, hash_id: &str, episode: &str) {
+    let _ = set(connection, hash_id, "title", "Dark");
+    let _ = set(connection, hash_id, "season", "1");
+    let _ = set(connection, hash_id, "episode", episode);
+    let _ = set(connection, hash_id, "fileType", "video");
+    let _ = set(connection, hash_id, "extension", "mkv");
+    let _ = set(connection, hash_id, "size", "2000");
+    let _ = set(
+        connection,
+        hash_id,
+        "filePath",
+        &format!("watch/Dark.S01E{episode}.mkv"),
+    );
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+async fn http(address: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect api");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("receive");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A request that must answer 200 with a JSON body.
+async fn ok_json(address: SocketAddr, method: &str, path: &str, body: Value) -> Value {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, reply) = http(address, method, path, &body).await;
+    assert_eq!(status, 200, "{method} {path}: {reply}");
+    serde_json::from_str(&reply).unwrap_or_else(|error| panic!("{path}: {error}: {reply}"))
+}
+
+const HEAT: &str = "/Movies/Heat (1995)/Heat (1995).mkv";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_from_the_live_state() {
+    let redis = RedisServer::start().expect("redis");
+    let mut connection = redis.client().get_connection().expect("connect");
+    seed_movie(&mut connection, "aaaa0001", "Heat", "1995");
+    seed_movie(&mut connection, "aaaa0002", "Ronin", "1998");
+    seed_episode(&mut connection, "bbbb0001", "01");
+    seed_episode(&mut connection, "bbbb0002", "02");
+    const N_SEEDED_FILES: u64 = 4;
+
+    let directory = tempfile::tempdir().expect("tempdir");
+    let files_root = directory.path().join("files");
+    let rules_file = directory.path().join("config").join("renaming-rules.json");
+    let mut config = ServiceConfig::new(&rules_file, &files_root);
+    config.discovery.redis_url = Some(redis.url());
+    let service = Service::start(config).await.expect("service starts");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(metafuse_api::serve(
+        listener,
+        service.backend(),
+        async move {
+            let _ = api_stopped.await;
+        },
+    ));
+
+    // A live change: once applied, the tail has connected and read it.
+    let last_id = set(&mut connection, "aaaa0002", "size", "1001");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        service.wait_until_applied(&last_id),
+    )
+    .await
+    .expect("the change was applied");
+
+    let health = ok_json(address, "GET", "/api/fuse/health", Value::Null).await;
+    assert_eq!(health["service"], "meta-fuse");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["redis"]["connected"], true);
+    assert_eq!(health["stream"]["phase"], "tailing");
+    assert_eq!(health["stream"]["lagEntries"], 0);
+    assert!(
+        health["stream"]["secondsSinceLastEvent"].is_number(),
+        "{health}"
+    );
+    assert_eq!(
+        health["stream"]["lastEventId"],
+        json!(service.last_applied_event_id())
+    );
+    assert!(health.get("rulesError").is_none(), "{health}");
+
+    let stats = ok_json(address, "GET", "/api/fuse/stats", Value::Null).await;
+    assert_eq!(stats["fileCount"], N_SEEDED_FILES);
+    assert_eq!(stats["stateBuilder"]["filesComplete"], N_SEEDED_FILES);
+    // One event per write: 6 per movie, 7 per episode, plus the live change.
+    assert_eq!(stats["stateBuilder"]["eventsProcessed"], 2 * 6 + 2 * 7 + 1);
+    assert_eq!(
+        stats["stateBuilder"]["lastEventId"],
+        json!(service.last_applied_event_id())
+    );
+
+    let root = ok_json(address, "POST", "/api/fuse/readdir", json!({"path": "/"})).await;
+    let mut top: Vec<String> = serde_json::from_value(root["entries"].clone()).expect("names");
+    top.sort();
+    assert_eq!(top, ["Movies", "TV Shows"]);
+
+    let attr = ok_json(address, "POST", "/api/fuse/getattr", json!({"path": HEAT})).await;
+    assert_eq!(attr["size"], 1000);
+    assert_eq!(attr["mode"], 0o100_644);
+    let exists = ok_json(address, "POST", "/api/fuse/exists", json!({"path": HEAT})).await;
+    assert_eq!(exists["exists"], true);
+    let missing = ok_json(
+        address,
+        "POST",
+        "/api/fuse/exists",
+        json!({"path": "/Movies/Nope"}),
+    )
+    .await;
+    assert_eq!(missing["exists"], false);
+    let read = ok_json(address, "POST", "/api/fuse/read", json!({"path": HEAT})).await;
+    assert_eq!(
+        read["sourcePath"],
+        json!(files_root.join("watch/Heat.1995.mkv").display().to_string())
+    );
+    assert_eq!(read["size"], 1000);
+    let metadata = ok_json(address, "POST", "/api/fuse/metadata", json!({"path": HEAT})).await;
+    assert_eq!(metadata["hashId"], "aaaa0001");
+    assert_eq!(metadata["title"], "Heat");
+    assert_eq!(metadata["filePath"], "watch/Heat.1995.mkv");
+
+    let files = ok_json(address, "GET", "/api/fuse/files", Value::Null).await;
+    let files = files["files"].as_array().expect("files");
+    assert_eq!(files.len() as u64, N_SEEDED_FILES);
+    assert!(files.contains(&json!(HEAT)));
+    let directories = ok_json(address, "GET", "/api/fuse/directories", Value::Null).await;
+    let directories = directories["directories"].as_array().expect("directories");
+    for expected in ["/Movies", "/Movies/Heat (1995)", "/TV Shows/Dark/S01"] {
+        assert!(directories.contains(&json!(expected)), "{expected}");
+    }
+
+    let rules = ok_json(address, "GET", "/api/fuse/rules", Value::Null).await;
+    assert!(
+        rules["config"]["rules"]
+            .as_array()
+            .is_some_and(|rules| !rules.is_empty())
+    );
+    assert!(rules.get("lastModified").is_some(), "{rules}");
+
+    let preview = ok_json(address, "POST", "/api/fuse/rules/preview", json!({})).await;
+    assert_eq!(preview["total"], N_SEEDED_FILES);
+    let new_paths: Vec<&str> = preview["previews"]
+        .as_array()
+        .expect("previews")
+        .iter()
+        .filter_map(|entry| entry["newPath"].as_str())
+        .collect();
+    assert!(new_paths.contains(&HEAT), "{preview}");
+
+    let validation = ok_json(
+        address,
+        "POST",
+        "/api/fuse/rules/validate",
+        json!({"rule": {"id": "bad", "name": "Bad", "enabled": true,
+            "conditions": {"operator": "MATCHESISH", "conditions": []}, "template": "X/{title}"}}),
+    )
+    .await;
+    assert_eq!(validation["valid"], false);
+    assert!(
+        validation["errors"]
+            .as_array()
+            .is_some_and(|errors| !errors.is_empty()),
+        "{validation}"
+    );
+
+    let variables = ok_json(address, "GET", "/api/fuse/rules/variables", Value::Null).await;
+    assert!(
+        variables
+            .as_array()
+            .or_else(|| variables["variables"].as_array())
+            .is_some_and(|variables| !variables.is_empty()),
+        "{variables}"
+    );
+    let services = ok_json(address, "GET", "/api/services", Value::Null).await;
+    assert!(services["leader"].is_object(), "{services}");
+
+    let (status, metrics) = http(address, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    for line in [
+        format!("metafuse_files {N_SEEDED_FILES}"),
+        "metafuse_tail_lag_entries 0".to_owned(),
+        "metafuse_redis_reconnects_total 0".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // Last: a rebuild restarts the lag estimate.
+    let refresh = ok_json(address, "POST", "/api/fuse/refresh", Value::Null).await;
+    assert_eq!(refresh["status"], "ok");
+
+    let (status, body) = http(address, "POST", "/api/fuse/getattr", "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        address,
+        "POST",
+        "/api/fuse/getattr",
+        r#"{"path": "/Movies/Nope"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+
+    let _ = stop_api.send(());
+    api.await.expect("api task");
+    service.shutdown().await;
+}
