@@ -29,6 +29,12 @@ bench:
     scripts/ensure-deps.sh
     cargo bench -p metafuse-benches
 
+# End-to-end mount figures (root, /dev/fuse): private redis with `files` files; find, XADD-to-stat latency, 1 GiB reads.
+bench-e2e files="100000":
+    scripts/ensure-deps.sh
+    cargo build --release --quiet --bin metafuse-bench
+    target/release/metafuse-bench mount --files {{files}}
+
 # Formatting and clippy, as CI expects them.
 lint:
     cargo fmt --all -- --check

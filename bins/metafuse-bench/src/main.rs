@@ -1,7 +1,9 @@
-//! `metafuse-bench`: seeds synthetic libraries and times every bootstrap
-//! strategy against the old design on the same data.
+//! `metafuse-bench`: seeds synthetic libraries, times every bootstrap
+//! strategy against the old design on the same data, and measures the
+//! mount end to end (`find`, change latency, sequential reads).
 
 mod baseline;
+mod mount_bench;
 mod sample;
 
 use std::time::{Duration, Instant};
@@ -77,6 +79,56 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         runs: usize,
     },
+    /// Start the real service and FUSE mount in-process and measure them
+    /// end to end: `find` over a fresh mount, XADD-to-`stat` latency, and
+    /// sequential reads directly vs through the mount (needs root and
+    /// /dev/fuse).
+    Mount {
+        /// Redis URL; default: a private redis-server started for the run.
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// Seed a synthetic library of this many files first (FLUSHDB!);
+        /// without it, what Redis holds is mounted.
+        #[arg(long)]
+        files: Option<usize>,
+        /// Where the source files are (the large read file is created
+        /// here); default: a temporary directory.
+        #[arg(long)]
+        files_root: Option<std::path::PathBuf>,
+        /// Empty directory to mount on; default: a temporary directory.
+        #[arg(long)]
+        mountpoint: Option<std::path::PathBuf>,
+        /// Rules preset.
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// Prefix of the `file:` keys.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Scenarios to run (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [
+            mount_bench::Scenario::Find,
+            mount_bench::Scenario::Latency,
+            mount_bench::Scenario::Read,
+        ])]
+        scenarios: Vec<mount_bench::Scenario>,
+        /// New files written one after another for the latency figures.
+        #[arg(long, default_value_t = 500)]
+        latency_samples: usize,
+        /// Size of the file read sequentially, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        read_mib: u64,
+        /// Timed reads of each kind; the fastest is reported.
+        #[arg(long, default_value_t = 3)]
+        read_runs: usize,
+        /// Empty the whole page cache (`drop_caches`, root) before cold
+        /// reads; by default only the file read is evicted (fadvise), which
+        /// spares everything else on a shared machine.
+        #[arg(long)]
+        drop_caches: bool,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,6 +184,53 @@ fn main() -> anyhow::Result<()> {
             baseline_limit,
             runs.max(1),
         )),
+        Command::Mount {
+            redis_url,
+            files,
+            files_root,
+            mountpoint,
+            preset,
+            prefix,
+            scenarios,
+            latency_samples,
+            read_mib,
+            read_runs,
+            drop_caches,
+            json,
+        } => {
+            // Kept alive (and stopped when dropped) for the whole run.
+            let private_redis = match &redis_url {
+                Some(_) => None,
+                None => Some(
+                    metafuse_testkit::RedisServer::start()
+                        .context("cannot start a private redis-server")?,
+                ),
+            };
+            let redis_url = match (redis_url, &private_redis) {
+                (Some(url), _) => url,
+                (None, Some(server)) => server.url(),
+                (None, None) => anyhow::bail!("no redis to measure against"),
+            };
+            if let Some(n_files) = files {
+                seed_library(&redis_url, &LibrarySpec::new(n_files), None, &prefix)?;
+            }
+            mount_bench::run(
+                &runtime,
+                mount_bench::MountBenchOptions {
+                    redis_url,
+                    prefix,
+                    preset,
+                    files_root,
+                    mountpoint,
+                    scenarios,
+                    latency_samples,
+                    read_mib,
+                    read_runs,
+                    drop_caches,
+                    json,
+                },
+            )
+        }
     }
 }
 
