@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use hashbrown::HashMap;
 use metafuse_vfs::{NodeKind, NodeRef, SharedLibrary};
@@ -45,7 +45,7 @@ pub(crate) struct MetafuseFilesystem {
     /// when registering a backing file fails (no privilege, stacking...).
     pub(crate) passthrough_active: Arc<AtomicBool>,
     pub(crate) open_files: Mutex<HashMap<u64, OpenFile>>,
-    pub(crate) open_directories: Mutex<HashMap<u64, Arc<Vec<DirectoryEntry>>>>,
+    pub(crate) open_directories: Mutex<HashMap<u64, Arc<DirectorySnapshot>>>,
     /// The kernel wants one backing id per inode for all its open handles.
     pub(crate) backing_files: Mutex<HashMap<u64, (Arc<BackingId>, usize)>>,
     pub(crate) next_handle: AtomicU64,
@@ -53,24 +53,44 @@ pub(crate) struct MetafuseFilesystem {
 
 #[derive(Debug)]
 pub(crate) enum OpenFile {
-    Local(File),
-    Passthrough { ino: u64 },
-    Remote { file_path: String },
+    /// Shared so that a read clones a pointer, not a descriptor.
+    Local(Arc<File>),
+    /// The kernel reads the backing file itself; `file` still serves a
+    /// read that reaches us anyway.
+    Passthrough {
+        ino: u64,
+        file: Arc<File>,
+    },
+    Remote {
+        file_path: String,
+    },
 }
 
+/// The names of a directory when it was opened: offsets index this list,
+/// so a listing neither skips nor repeats entries while the tree changes.
+/// Each entry is looked up again when it is returned, so a name removed
+/// meanwhile is left out instead of being handed to the kernel as a live
+/// (cached) entry.
 #[derive(Debug)]
-pub(crate) struct DirectoryEntry {
-    name: String,
-    attributes: FileAttr,
+pub(crate) struct DirectorySnapshot {
+    ino: u64,
+    /// `.`, `..`, then the children in the tree's stable order.
+    names: Vec<String>,
 }
 
+/// Block size reported by `statfs`.
+const STATFS_BLOCK_SIZE: u32 = 4096;
+
+/// A timestamp from metadata; values beyond what `SystemTime` holds (bad
+/// input) become the epoch rather than a panic.
 fn time_from_ms(epoch_ms: i64) -> SystemTime {
     let magnitude = Duration::from_millis(epoch_ms.unsigned_abs());
-    if epoch_ms >= 0 {
-        UNIX_EPOCH + magnitude
+    let time = if epoch_ms >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
     } else {
-        UNIX_EPOCH - magnitude
-    }
+        UNIX_EPOCH.checked_sub(magnitude)
+    };
+    time.unwrap_or(UNIX_EPOCH)
 }
 
 impl MetafuseFilesystem {
@@ -121,34 +141,60 @@ impl MetafuseFilesystem {
         Ok(self.attributes(node))
     }
 
-    fn snapshot_directory(&self, ino: INodeNo) -> Result<Vec<DirectoryEntry>, Errno> {
+    fn snapshot_directory(&self, ino: INodeNo) -> Result<DirectorySnapshot, Errno> {
         let library = self.library.read();
-        let directory = library.get(ino.0).ok_or(Errno::ENOENT)?;
+        library.get(ino.0).ok_or(Errno::ENOENT)?;
         let children = library.children(ino.0).ok_or(Errno::ENOTDIR)?;
-        let parent = library.get(directory.parent_ino()).unwrap_or(directory);
-        let mut entries = vec![
-            DirectoryEntry {
-                name: ".".to_owned(),
-                attributes: self.attributes(directory),
-            },
-            DirectoryEntry {
-                name: "..".to_owned(),
-                attributes: self.attributes(parent),
-            },
-        ];
-        entries.extend(children.map(|child| DirectoryEntry {
-            name: child.name().to_owned(),
-            attributes: self.attributes(child),
-        }));
-        Ok(entries)
+        let mut names = vec![".".to_owned(), "..".to_owned()];
+        names.extend(children.map(|child| child.name().to_owned()));
+        Ok(DirectorySnapshot { ino: ino.0, names })
     }
 
-    fn directory_entries(&self, handle: FileHandle) -> Result<Arc<Vec<DirectoryEntry>>, Errno> {
+    fn directory_snapshot(&self, handle: FileHandle) -> Result<Arc<DirectorySnapshot>, Errno> {
         self.open_directories
             .lock()
             .get(&handle.0)
             .cloned()
             .ok_or(Errno::EBADF)
+    }
+
+    /// Calls `add(next_offset, name, attributes)` for the snapshot's
+    /// entries from `offset` on that still exist, with their current
+    /// attributes, until `add` reports a full buffer. The library lock is
+    /// released before the caller replies.
+    fn for_each_live_entry(
+        &self,
+        snapshot: &DirectorySnapshot,
+        offset: u64,
+        mut add: impl FnMut(u64, &str, &FileAttr) -> bool,
+    ) {
+        let library = self.library.read();
+        let Some(directory) = library.get(snapshot.ino) else {
+            return;
+        };
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, name) in snapshot.names.iter().enumerate().skip(skip) {
+            let node = match name.as_str() {
+                "." => Some(directory),
+                ".." => Some(library.get(directory.parent_ino()).unwrap_or(directory)),
+                _ => library.lookup(snapshot.ino, name),
+            };
+            let Some(node) = node else {
+                continue;
+            };
+            if add(index as u64 + 1, name, &self.attributes(node)) {
+                break;
+            }
+        }
+    }
+
+    /// ENOENT unless the node exists, for methods that need nothing more.
+    fn existing_node(&self, ino: INodeNo) -> Result<(), Errno> {
+        self.library
+            .read()
+            .get(ino.0)
+            .map(drop)
+            .ok_or(Errno::ENOENT)
     }
 
     /// Opens the source of a file: passthrough when possible, else a local
@@ -184,7 +230,10 @@ impl MetafuseFilesystem {
             if let Some((backing_id, n_open)) = backing_files.get_mut(&ino.0) {
                 *n_open += 1;
                 return Ok((
-                    OpenFile::Passthrough { ino: ino.0 },
+                    OpenFile::Passthrough {
+                        ino: ino.0,
+                        file: Arc::new(file),
+                    },
                     Some(backing_id.clone()),
                 ));
             }
@@ -192,7 +241,13 @@ impl MetafuseFilesystem {
                 Ok(backing_id) => {
                     let backing_id = Arc::new(backing_id);
                     backing_files.insert(ino.0, (backing_id.clone(), 1));
-                    return Ok((OpenFile::Passthrough { ino: ino.0 }, Some(backing_id)));
+                    return Ok((
+                        OpenFile::Passthrough {
+                            ino: ino.0,
+                            file: Arc::new(file),
+                        },
+                        Some(backing_id),
+                    ));
                 }
                 Err(error) => {
                     tracing::info!(%error, "passthrough unavailable, reading through the mount");
@@ -200,42 +255,50 @@ impl MetafuseFilesystem {
                 }
             }
         }
-        Ok((OpenFile::Local(file), None))
+        Ok((OpenFile::Local(Arc::new(file)), None))
     }
 
     fn read_open_file(&self, handle: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         enum Source {
-            Local(File),
+            Local(Arc<File>),
             Remote(String),
         }
         // Clone what the read needs so that no lock is held during IO.
         let source = match self.open_files.lock().get(&handle.0) {
-            Some(OpenFile::Local(file)) => Source::Local(file.try_clone().map_err(|_| Errno::EIO)?),
+            Some(OpenFile::Local(file) | OpenFile::Passthrough { file, .. }) => {
+                Source::Local(file.clone())
+            }
             Some(OpenFile::Remote { file_path }) => Source::Remote(file_path.clone()),
-            Some(OpenFile::Passthrough { .. }) | None => return Err(Errno::EBADF),
+            None => return Err(Errno::EBADF),
         };
         let size = size as usize;
-        let result = match source {
-            Source::Local(file) => read_local(&file, offset, size),
-            Source::Remote(file_path) => match &self.webdav {
-                Some(webdav) => webdav.read_range(&file_path, offset, size),
-                None => return Err(Errno::EIO),
-            },
-        };
-        result.map_err(|error| {
-            tracing::warn!(%error, fh = handle.0, offset, "read failed");
-            Errno::EIO
-        })
+        match source {
+            Source::Local(file) => read_local(&file, offset, size).map_err(|error| {
+                tracing::warn!(%error, fh = handle.0, offset, "read of a local source failed");
+                Errno::EIO
+            }),
+            Source::Remote(file_path) => {
+                let Some(webdav) = &self.webdav else {
+                    return Err(Errno::EIO);
+                };
+                webdav
+                    .read_range(&file_path, offset, size)
+                    .map_err(|error| {
+                        tracing::warn!(%error, file_path, offset, "webdav read failed");
+                        Errno::EIO
+                    })
+            }
+        }
     }
 
     fn release_file(&self, handle: FileHandle) {
         let Some(open_file) = self.open_files.lock().remove(&handle.0) else {
             return;
         };
-        if let OpenFile::Passthrough { ino } = open_file {
+        if let OpenFile::Passthrough { ino, .. } = open_file {
             let mut backing_files = self.backing_files.lock();
             if let Some((_, n_open)) = backing_files.get_mut(&ino) {
-                *n_open -= 1;
+                *n_open = n_open.saturating_sub(1);
                 if *n_open == 0 {
                     backing_files.remove(&ino);
                 }
@@ -342,11 +405,11 @@ impl Filesystem for MetafuseFilesystem {
     fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // A snapshot per open keeps offsets consistent while the tree changes.
         match self.snapshot_directory(ino) {
-            Ok(entries) => {
+            Ok(snapshot) => {
                 let handle = self.allocate_handle();
                 self.open_directories
                     .lock()
-                    .insert(handle, Arc::new(entries));
+                    .insert(handle, Arc::new(snapshot));
                 reply.opened(FileHandle(handle), FopenFlags::empty());
             }
             Err(errno) => reply.error(errno),
@@ -361,22 +424,13 @@ impl Filesystem for MetafuseFilesystem {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.directory_entries(handle) {
-            Ok(entries) => entries,
+        let snapshot = match self.directory_snapshot(handle) {
+            Ok(snapshot) => snapshot,
             Err(errno) => return reply.error(errno),
         };
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (index, entry) in entries.iter().enumerate().skip(skip) {
-            let next_offset = index as u64 + 1;
-            if reply.add(
-                entry.attributes.ino,
-                next_offset,
-                entry.attributes.kind,
-                &entry.name,
-            ) {
-                break;
-            }
-        }
+        self.for_each_live_entry(&snapshot, offset, |next_offset, name, attributes| {
+            reply.add(attributes.ino, next_offset, attributes.kind, name)
+        });
         reply.ok();
     }
 
@@ -388,24 +442,20 @@ impl Filesystem for MetafuseFilesystem {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.directory_entries(handle) {
-            Ok(entries) => entries,
+        let snapshot = match self.directory_snapshot(handle) {
+            Ok(snapshot) => snapshot,
             Err(errno) => return reply.error(errno),
         };
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (index, entry) in entries.iter().enumerate().skip(skip) {
-            let next_offset = index as u64 + 1;
-            if reply.add(
-                entry.attributes.ino,
+        self.for_each_live_entry(&snapshot, offset, |next_offset, name, attributes| {
+            reply.add(
+                attributes.ino,
                 next_offset,
-                &entry.name,
+                name,
                 &CACHE_TTL,
-                &entry.attributes,
+                attributes,
                 Generation(0),
-            ) {
-                break;
-            }
-        }
+            )
+        });
         reply.ok();
     }
 
@@ -419,6 +469,73 @@ impl Filesystem for MetafuseFilesystem {
     ) {
         self.open_directories.lock().remove(&handle.0);
         reply.ok();
+    }
+
+    // ----- the rest of what tools call on a read-only tree -----
+
+    /// Nothing is ever buffered for writing: every close succeeds.
+    fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    /// Only reached without `default_permissions`: existence and
+    /// read-only-ness; the kernel checks modes itself.
+    fn access(&self, _: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.existing_node(ino) {
+            Ok(()) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    /// There are no symlinks; the kernel only asks for one by mistake.
+    fn readlink(&self, _: &Request, _: INodeNo, reply: ReplyData) {
+        reply.error(Errno::EINVAL);
+    }
+
+    /// No node has extended attributes (`ls -l` and SELinux tools ask).
+    fn getxattr(&self, _: &Request, ino: INodeNo, _: &OsStr, _: u32, reply: ReplyXattr) {
+        match self.existing_node(ino) {
+            Ok(()) => reply.error(Errno::ENODATA),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn listxattr(&self, _: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.existing_node(ino) {
+            // Size 0 asks for the length of the (empty) name list.
+            Ok(()) if size == 0 => reply.size(0),
+            Ok(()) => reply.data(&[]),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    /// Sizes for `df`: the library's bytes as used blocks, nothing free
+    /// (like any read-only image), its nodes as used inodes.
+    fn statfs(&self, _: &Request, _: INodeNo, reply: ReplyStatfs) {
+        let (total_bytes, n_nodes) = {
+            let library = self.library.read();
+            let n_nodes = library.file_count() + library.directory_count() + 1;
+            (library.total_size_bytes(), n_nodes as u64)
+        };
+        reply.statfs(
+            total_bytes.div_ceil(u64::from(STATFS_BLOCK_SIZE)),
+            0,
+            0,
+            n_nodes,
+            0,
+            STATFS_BLOCK_SIZE,
+            255,
+            STATFS_BLOCK_SIZE,
+        );
     }
 
     // ----- read-only: every write attempt is EROFS -----

@@ -97,13 +97,19 @@ pub struct MountHandle {
 }
 
 /// Starts a child that lazily unmounts `mountpoint` when its stdin closes
-/// without the word `keep`, i.e. when this process dies without unmounting.
-/// It runs in its own process group so that a signal to ours spares it.
+/// without the word `keep`, i.e. when this process dies without unmounting
+/// (even by SIGKILL: the kernel closes the pipe). It runs in its own process
+/// group so that a signal to ours spares it. `umount -l` needs root (what
+/// the service and CI run as, no fusermount helper needed); the fusermount
+/// helpers cover an unprivileged mount.
 fn watch_for_death(mountpoint: &Path) -> io::Result<Child> {
     let mountpoint = mountpoint.canonicalize()?;
     Command::new("sh")
         .arg("-c")
-        .arg(r#"read -r word; [ "$word" = keep ] || exec umount -l "$0""#)
+        .arg(concat!(
+            r#"read -r word; [ "$word" = keep ] && exit 0; "#,
+            r#"umount -l "$0" 2>/dev/null || fusermount3 -uz "$0" 2>/dev/null || exec fusermount -uz "$0""#
+        ))
         .arg(mountpoint)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -154,6 +160,9 @@ pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandl
         MountOption::RO,
         MountOption::NoDev,
         MountOption::NoSuid,
+        // The kernel enforces the configured owner and modes (PUID, PGID,
+        // FUSE_FILE_MODE, FUSE_DIR_MODE); without it anyone may read all.
+        MountOption::DefaultPermissions,
     ];
     config.acl = if options.allow_other {
         SessionACL::All
