@@ -1,6 +1,7 @@
 //! The fuser `Filesystem`: every method is a short match over a helper that
-//! returns `Result<_, Errno>`. Library locks are held for one query and
-//! never across IO.
+//! returns `Result<_, Errno>`. Library read locks are held for one query
+//! (and the reply that the kernel caches, see `lookup`), never across the
+//! IO of reading a source.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -16,7 +17,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use hashbrown::HashMap;
-use metafuse_vfs::{NodeKind, NodeRef, SharedLibrary};
+use metafuse_vfs::{Library, NodeKind, NodeRef, SharedLibrary};
 use parking_lot::Mutex;
 
 use crate::source::{WebdavClient, local_source_path, read_local};
@@ -128,15 +129,18 @@ impl MetafuseFilesystem {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn lookup_attributes(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+    fn lookup_attributes(
+        &self,
+        library: &Library,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> Result<FileAttr, Errno> {
         let name = name.to_str().ok_or(Errno::ENOENT)?;
-        let library = self.library.read();
         let node = library.lookup(parent.0, name).ok_or(Errno::ENOENT)?;
         Ok(self.attributes(node))
     }
 
-    fn node_attributes(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
-        let library = self.library.read();
+    fn node_attributes(&self, library: &Library, ino: INodeNo) -> Result<FileAttr, Errno> {
         let node = library.get(ino.0).ok_or(Errno::ENOENT)?;
         Ok(self.attributes(node))
     }
@@ -160,15 +164,14 @@ impl MetafuseFilesystem {
 
     /// Calls `add(next_offset, name, attributes)` for the snapshot's
     /// entries from `offset` on that still exist, with their current
-    /// attributes, until `add` reports a full buffer. The library lock is
-    /// released before the caller replies.
+    /// attributes, until `add` reports a full buffer.
     fn for_each_live_entry(
         &self,
+        library: &Library,
         snapshot: &DirectorySnapshot,
         offset: u64,
         mut add: impl FnMut(u64, &str, &FileAttr) -> bool,
     ) {
-        let library = self.library.read();
         let Some(directory) = library.get(snapshot.ino) else {
             return;
         };
@@ -328,7 +331,12 @@ impl Filesystem for MetafuseFilesystem {
     }
 
     fn lookup(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_attributes(parent, name) {
+        // Replies that the kernel caches are sent while the read lock is
+        // held: a writer sends its invalidations only after its write lock,
+        // so they always reach the kernel after this reply and never before
+        // it, which would leave a stale entry cached for the whole TTL.
+        let library = self.library.read();
+        match self.lookup_attributes(&library, parent, name) {
             Ok(attributes) => reply.entry(&CACHE_TTL, &attributes, Generation(0)),
             Err(errno) => reply.error(errno),
         }
@@ -341,7 +349,8 @@ impl Filesystem for MetafuseFilesystem {
         _handle: Option<FileHandle>,
         reply: ReplyAttr,
     ) {
-        match self.node_attributes(ino) {
+        let library = self.library.read();
+        match self.node_attributes(&library, ino) {
             Ok(attributes) => reply.attr(&CACHE_TTL, &attributes),
             Err(errno) => reply.error(errno),
         }
@@ -428,9 +437,15 @@ impl Filesystem for MetafuseFilesystem {
             Ok(snapshot) => snapshot,
             Err(errno) => return reply.error(errno),
         };
-        self.for_each_live_entry(&snapshot, offset, |next_offset, name, attributes| {
-            reply.add(attributes.ino, next_offset, attributes.kind, name)
-        });
+        let library = self.library.read();
+        self.for_each_live_entry(
+            &library,
+            &snapshot,
+            offset,
+            |next_offset, name, attributes| {
+                reply.add(attributes.ino, next_offset, attributes.kind, name)
+            },
+        );
         reply.ok();
     }
 
@@ -446,16 +461,22 @@ impl Filesystem for MetafuseFilesystem {
             Ok(snapshot) => snapshot,
             Err(errno) => return reply.error(errno),
         };
-        self.for_each_live_entry(&snapshot, offset, |next_offset, name, attributes| {
-            reply.add(
-                attributes.ino,
-                next_offset,
-                name,
-                &CACHE_TTL,
-                attributes,
-                Generation(0),
-            )
-        });
+        let library = self.library.read();
+        self.for_each_live_entry(
+            &library,
+            &snapshot,
+            offset,
+            |next_offset, name, attributes| {
+                reply.add(
+                    attributes.ino,
+                    next_offset,
+                    name,
+                    &CACHE_TTL,
+                    attributes,
+                    Generation(0),
+                )
+            },
+        );
         reply.ok();
     }
 
