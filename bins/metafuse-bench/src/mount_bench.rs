@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use metafuse_fuse::{MountHandle, MountOptions};
 use metafuse_rules::{Metadata, Rules};
 use metafuse_service::{RULES_FILE_NAME, RulesSource, Service, ServiceConfig};
+use metafuse_testkit::Writer;
 use parking_lot::RwLock;
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -426,26 +427,12 @@ fn write_probe(
     prefix: &str,
     probe: &ProbeFile,
 ) -> anyhow::Result<String> {
-    let index_key = format!("{prefix}file:__index__");
-    let timestamp_ms = now_ms();
-    let mut pipeline = redis::pipe();
-    for (position, (property, value)) in probe.properties.iter().enumerate() {
-        let key = format!("{prefix}file:{}/{property}", probe.hash_id);
-        pipeline.cmd("SET").arg(&key).arg(value).ignore();
-        pipeline
-            .cmd("SADD")
-            .arg(&index_key)
-            .arg(&probe.hash_id)
-            .ignore();
-        add_event(&mut pipeline, "set", &key, timestamp_ms);
-        if position + 1 < probe.properties.len() {
-            pipeline.ignore();
-        }
-    }
-    let (last_event_id,): (String,) = pipeline
-        .query(connection)
-        .with_context(|| format!("writing probe file {} failed", probe.hash_id))?;
-    Ok(last_event_id)
+    Writer::new(connection, prefix)
+        .with_timestamp_ms(now_ms())
+        .set_file(&probe.hash_id, &probe.properties)
+        .flush()
+        .with_context(|| format!("writing probe file {} failed", probe.hash_id))?
+        .with_context(|| format!("probe file {} has no properties", probe.hash_id))
 }
 
 /// Deletes a probe writer-style (`DEL`, `XADD del`, `SREM`), so reruns do
@@ -455,41 +442,17 @@ fn remove_probes(
     prefix: &str,
     probes: &[ProbeFile],
 ) -> anyhow::Result<()> {
-    let index_key = format!("{prefix}file:__index__");
-    let timestamp_ms = now_ms();
+    let mut writer = Writer::new(connection, prefix).with_timestamp_ms(now_ms());
     for chunk in probes.chunks(100) {
-        let mut pipeline = redis::pipe();
         for probe in chunk {
             for (property, _) in &probe.properties {
-                let key = format!("{prefix}file:{}/{property}", probe.hash_id);
-                pipeline.cmd("DEL").arg(&key).ignore();
-                add_event(&mut pipeline, "del", &key, timestamp_ms);
-                pipeline.ignore();
+                writer.del(&probe.hash_id, property);
             }
-            pipeline
-                .cmd("SREM")
-                .arg(&index_key)
-                .arg(&probe.hash_id)
-                .ignore();
+            writer.remove_from_index(&probe.hash_id);
         }
-        pipeline
-            .query::<()>(connection)
-            .context("removing the probe files failed")?;
+        writer.flush().context("removing the probe files failed")?;
     }
     Ok(())
-}
-
-fn add_event(pipeline: &mut redis::Pipeline, kind: &str, key: &str, timestamp_ms: u64) {
-    pipeline
-        .cmd("XADD")
-        .arg(metafuse_stream::EVENTS_STREAM)
-        .arg("*")
-        .arg("type")
-        .arg(kind)
-        .arg("key")
-        .arg(key)
-        .arg("ts")
-        .arg(timestamp_ms);
 }
 
 fn now_ms() -> u64 {

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use metafuse_testkit::Writer;
 use serde_json::{Map, Value};
 
 /// Properties that would contradict the real size of the demo source file.
@@ -67,53 +68,27 @@ pub(crate) fn seed_sample(
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
-    let index_key = format!("{prefix}file:__index__");
-    let mut pipeline = redis::pipe();
+    let mut writer = Writer::new(&mut connection, prefix).with_timestamp_ms(timestamp_ms);
     let mut n_properties = 0;
     for file in &files {
-        for (property, value) in &file.properties {
-            let key = format!("{prefix}file:{}/{property}", file.hash_id);
-            pipeline.cmd("SET").arg(&key).arg(value).ignore();
-            pipeline
-                .cmd("SADD")
-                .arg(&index_key)
-                .arg(&file.hash_id)
-                .ignore();
-            add_event(&mut pipeline, "set", &key, timestamp_ms);
-            n_properties += 1;
-        }
+        writer.set_file(&file.hash_id, &file.properties);
+        n_properties += file.properties.len();
         // A rerun overwrites: size properties a writer may have set before
         // would shadow the real size, so they go, with the event saying so.
         if file.source.is_some() {
             for property in DROPPED_SIZE_PROPERTIES {
-                let key = format!("{prefix}file:{}/{property}", file.hash_id);
-                pipeline.cmd("DEL").arg(&key).ignore();
-                add_event(&mut pipeline, "del", &key, timestamp_ms);
+                writer.del(&file.hash_id, property);
             }
         }
     }
-    pipeline
-        .query::<()>(&mut connection)
+    writer
+        .flush()
         .with_context(|| format!("writing the sample library to {redis_url} failed"))?;
     Ok(SampleSummary {
         n_files: files.len(),
         n_properties,
         n_source_files,
     })
-}
-
-fn add_event(pipeline: &mut redis::Pipeline, kind: &str, key: &str, timestamp_ms: u64) {
-    pipeline
-        .cmd("XADD")
-        .arg(metafuse_stream::EVENTS_STREAM)
-        .arg("*")
-        .arg("type")
-        .arg(kind)
-        .arg("key")
-        .arg(key)
-        .arg("ts")
-        .arg(timestamp_ms)
-        .ignore();
 }
 
 fn parse_line(line: &str, files_root: &Path) -> anyhow::Result<SampleFile> {

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use metafuse_testkit::RedisServer;
+use metafuse_testkit::{RedisServer, Writer};
 
 fn stats_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_metafuse-stats"));
@@ -30,7 +30,7 @@ fn seed_sample_library(redis: &RedisServer) -> Result<(), Box<dyn std::error::Er
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/library/sample.jsonl");
     let text = std::fs::read_to_string(sample)?;
     let mut connection = redis.client().get_connection()?;
-    let mut pipeline = redis::pipe();
+    let mut writer = Writer::new(&mut connection, "");
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
         let hash_id = object["hashId"].as_str().ok_or("hashId is not a string")?;
@@ -38,27 +38,10 @@ fn seed_sample_library(redis: &RedisServer) -> Result<(), Box<dyn std::error::Er
             let Some(value) = value.as_str().filter(|_| property != "hashId") else {
                 continue;
             };
-            let key = format!("file:{hash_id}/{property}");
-            pipeline.cmd("SET").arg(&key).arg(value).ignore();
-            pipeline
-                .cmd("SADD")
-                .arg("file:__index__")
-                .arg(hash_id)
-                .ignore();
-            pipeline
-                .cmd("XADD")
-                .arg("meta:events")
-                .arg("*")
-                .arg("type")
-                .arg("set")
-                .arg("key")
-                .arg(&key)
-                .arg("ts")
-                .arg(1_700_000_000_000u64)
-                .ignore();
+            writer.set(hash_id, property, value);
         }
     }
-    pipeline.query::<()>(&mut connection)?;
+    writer.flush()?;
     Ok(())
 }
 

@@ -3,8 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use metafuse_testkit::RedisServer;
-use redis::Commands;
+use metafuse_testkit::{RedisServer, Writer};
 
 fn is_mounted(mountpoint: &std::path::Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
@@ -42,22 +41,18 @@ fn sigterm_unmounts_and_exits_zero() {
     let mountpoint = directory.path().join("mnt");
     std::fs::create_dir_all(&files_root).expect("mkdir");
     std::fs::create_dir_all(&mountpoint).expect("mkdir");
-    for (property, value) in [
-        ("title", "Heat"),
-        ("extension", "mkv"),
-        ("fileType", "video"),
-        ("filePath", "heat.mkv"),
-    ] {
-        let key = format!("file:aaaa0001/{property}");
-        let _: () = connection.set(&key, value).expect("SET");
-        let _: String = connection
-            .xadd(
-                "meta:events",
-                "*",
-                &[("type", "set"), ("key", key.as_str()), ("ts", "0")],
-            )
-            .expect("XADD");
-    }
+    Writer::new(&mut connection, "")
+        .set_file(
+            "aaaa0001",
+            &[
+                ("title", "Heat"),
+                ("extension", "mkv"),
+                ("fileType", "video"),
+                ("filePath", "heat.mkv"),
+            ],
+        )
+        .flush()
+        .expect("write");
 
     let child = Command::new(env!("CARGO_BIN_EXE_metafuse"))
         .arg("mount")

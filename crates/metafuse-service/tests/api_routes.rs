@@ -1,28 +1,14 @@
 //! Every HTTP route once, against the real stack: a redis-server seeded like
 //! the MetaMesh writers do, the service, and `metafuse_api::serve`.
 
+mod support;
+
 use std::net::SocketAddr;
 
 use metafuse_service::{Service, ServiceConfig};
 use metafuse_testkit::RedisServer;
-use redis::Commands;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Writes like a MetaMesh writer: SET, SADD to the index, XADD an event.
-/// Returns the event id.
-fn set(connection: &mut redis::Connection, hash_id: &str, property: &str, value: &str) -> String {
-    let key = format!("file:{hash_id}/{property}");
-    let _: () = connection.set(&key, value).expect("SET");
-    let _: () = connection.sadd("file:__index__", hash_id).expect("SADD");
-    connection
-        .xadd(
-            "meta:events",
-            "*",
-            &[("type", "set"), ("key", key.as_str()), ("ts", "0")],
-        )
-        .expect("XADD")
-}
+use support::{Api, http, set};
 
 fn seed_movie(connection: &mut redis::Connection, hash_id: &str, title: &str, year: &str) {
     let _ = set(connection, hash_id, "title", title);
@@ -51,30 +37,6 @@ fn seed_episode(connection: &mut redis::Connection, hash_id: &str, episode: &str
         "filePath",
         &format!("watch/Dark.S01E{episode}.mkv"),
     );
-}
-
-/// One HTTP/1.1 request; returns the status code and the body.
-async fn http(address: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect api");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("receive");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A request that must answer 200 with a JSON body.
@@ -108,18 +70,8 @@ async fn every_route_answers_from_the_live_state() {
     config.discovery.redis_url = Some(redis.url());
     let service = Service::start(config).await.expect("service starts");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(metafuse_api::serve(
-        listener,
-        service.backend(),
-        async move {
-            let _ = api_stopped.await;
-        },
-    ));
+    let api = Api::start(&service).await;
+    let address = api.address;
 
     // A live change: once applied, the tail has connected and read it.
     let last_id = set(&mut connection, "aaaa0002", "size", "1001");
@@ -265,7 +217,6 @@ async fn every_route_answers_from_the_live_state() {
     .await;
     assert_eq!(status, 404, "{body}");
 
-    let _ = stop_api.send(());
-    api.await.expect("api task");
+    api.stop().await;
     service.shutdown().await;
 }

@@ -2,6 +2,8 @@
 //! libraries, a fake meta-core per Redis, a real `META_CORE_PATH` and a real
 //! FUSE mount read continuously while `kv-leader.info` moves to the second.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -16,12 +18,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use metafuse_fuse::{MountHandle, MountOptions};
 use metafuse_rules::Rules;
 use metafuse_service::{Service, ServiceConfig};
 use metafuse_state::FetchedValue;
-use metafuse_testkit::RedisServer;
-use redis::Commands;
+use metafuse_testkit::{RedisServer, Writer};
 
 /// Failure guard only: every awaited event normally arrives in well under a second.
 const GUARD: Duration = Duration::from_secs(60);
@@ -126,20 +126,10 @@ fn libraries() -> (Vec<MediaFile>, Vec<MediaFile>) {
 fn seed(redis: &RedisServer, library: &[MediaFile], files_root: &Path) {
     let mut connection = redis.client().get_connection().expect("connect");
     for file in library {
-        for (property, value) in &file.properties {
-            let key = format!("file:{}/{property}", file.hash_id);
-            let _: () = connection.set(&key, value).expect("SET");
-            let _: () = connection
-                .sadd("file:__index__", &file.hash_id)
-                .expect("SADD");
-            let _: String = connection
-                .xadd(
-                    "meta:events",
-                    "*",
-                    &[("type", "set"), ("key", key.as_str()), ("ts", "0")],
-                )
-                .expect("XADD");
-        }
+        Writer::new(&mut connection, "")
+            .set_file(&file.hash_id, &file.properties)
+            .flush()
+            .expect("write");
         let (_, file_path) = file
             .properties
             .iter()
@@ -221,30 +211,6 @@ fn relative_names(root: &Path, paths: &[PathBuf]) -> Vec<String> {
                 .to_string()
         })
         .collect()
-}
-
-/// Unmounts on drop even when the test failed half way.
-struct MountGuard {
-    handle: Option<Arc<MountHandle>>,
-    mountpoint: PathBuf,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            match Arc::try_unwrap(handle) {
-                Ok(handle) => {
-                    let _ = handle.unmount();
-                }
-                Err(_) => {
-                    let _ = std::process::Command::new("umount")
-                        .arg("-l")
-                        .arg(&self.mountpoint)
-                        .status();
-                }
-            }
-        }
-    }
 }
 
 /// What the reader saw that it should not have.
@@ -364,17 +330,7 @@ async fn the_mount_follows_a_new_leader_without_a_failed_read() {
         .expect("service starts");
     assert_eq!(service.leader().redis_url, redis_a.url());
 
-    let mut options = MountOptions::new(&mountpoint, &files_root);
-    options.n_threads = 2;
-    let handle = Arc::new(metafuse_fuse::mount(service.library(), options).expect("mount"));
-    let sink = handle.clone();
-    service.attach_invalidation_sink(Box::new(move |invalidations| {
-        sink.invalidate(invalidations)
-    }));
-    let mut guard = MountGuard {
-        handle: Some(handle),
-        mountpoint: mountpoint.clone(),
-    };
+    let guard = support::mount(&service, &mountpoint, &files_root);
     assert_eq!(
         relative_names(&mountpoint, &list_files(&mountpoint).expect("list")),
         tree_a.keys().cloned().collect::<Vec<_>>()
@@ -440,11 +396,7 @@ async fn the_mount_follows_a_new_leader_without_a_failed_read() {
         report.n_reads, report.n_vanished
     );
 
-    service.shutdown().await;
-    if let Some(handle) = guard.handle.take() {
-        let handle = Arc::try_unwrap(handle).expect("the service released the mount");
-        handle.unmount().expect("unmount");
-    }
+    support::stop(service, guard).await;
 }
 
 /// Waits (off the runtime's threads) for `n_passes` more full reader passes.

@@ -1,41 +1,13 @@
 //! The service with a real redis-server and a real FUSE mount: bootstrap,
 //! live changes, collisions, Redis outages and live rules.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod support;
 
-use metafuse_fuse::{MountHandle, MountOptions};
+use std::path::{Path, PathBuf};
+
 use metafuse_service::{Service, ServiceConfig};
 use metafuse_testkit::RedisServer;
-use redis::Commands;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Writes like a MetaMesh writer: SET, SADD to the index, XADD an event.
-/// Returns the event id.
-fn set(connection: &mut redis::Connection, hash_id: &str, property: &str, value: &str) -> String {
-    let key = format!("file:{hash_id}/{property}");
-    let _: () = connection.set(&key, value).expect("SET");
-    let _: () = connection.sadd("file:__index__", hash_id).expect("SADD");
-    connection
-        .xadd(
-            "meta:events",
-            "*",
-            &[("type", "set"), ("key", key.as_str()), ("ts", "0")],
-        )
-        .expect("XADD")
-}
-
-fn delete(connection: &mut redis::Connection, hash_id: &str, property: &str) -> String {
-    let key = format!("file:{hash_id}/{property}");
-    let _: () = connection.del(&key).expect("DEL");
-    connection
-        .xadd(
-            "meta:events",
-            "*",
-            &[("type", "del"), ("key", key.as_str()), ("ts", "0")],
-        )
-        .expect("XADD")
-}
+use support::{Api, MountGuard, delete, http, set, stop};
 
 /// A movie whose bytes are a real file under `files_root`.
 fn add_movie(
@@ -56,36 +28,6 @@ fn add_movie(
     set(connection, hash_id, "extension", "mkv");
     set(connection, hash_id, "size", &contents.len().to_string());
     set(connection, hash_id, "filePath", &relative)
-}
-
-/// Unmounts on drop even when the test failed half way.
-struct MountGuard {
-    handle: Option<Arc<MountHandle>>,
-    mountpoint: PathBuf,
-}
-
-impl MountGuard {
-    fn path(&self, relative: &str) -> PathBuf {
-        self.mountpoint.join(relative)
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            match Arc::try_unwrap(handle) {
-                Ok(handle) => {
-                    let _ = handle.unmount();
-                }
-                Err(_) => {
-                    let _ = std::process::Command::new("umount")
-                        .arg("-l")
-                        .arg(&self.mountpoint)
-                        .status();
-                }
-            }
-        }
-    }
 }
 
 struct Setup {
@@ -114,27 +56,8 @@ async fn start(redis: &RedisServer, setup: &Setup) -> (Service, MountGuard) {
     let mut config = ServiceConfig::new(&setup.rules_file, &setup.files_root);
     config.discovery.redis_url = Some(redis.url());
     let service = Service::start(config).await.expect("service starts");
-    let mut options = MountOptions::new(&setup.mountpoint, &setup.files_root);
-    options.n_threads = 2;
-    let handle = Arc::new(metafuse_fuse::mount(service.library(), options).expect("mount"));
-    let sink = handle.clone();
-    service.attach_invalidation_sink(Box::new(move |invalidations| {
-        sink.invalidate(invalidations)
-    }));
-    let guard = MountGuard {
-        handle: Some(handle),
-        mountpoint: setup.mountpoint.clone(),
-    };
+    let guard = support::mount(&service, &setup.mountpoint, &setup.files_root);
     (service, guard)
-}
-
-/// Stops the service (drops its sink) and unmounts.
-async fn stop(service: Service, mut guard: MountGuard) {
-    service.shutdown().await;
-    if let Some(handle) = guard.handle.take() {
-        let handle = Arc::try_unwrap(handle).expect("the service released the mount");
-        handle.unmount().expect("unmount");
-    }
 }
 
 /// Every file under `root`, relative, sorted.
@@ -372,35 +295,6 @@ async fn the_mount_survives_redis_going_away_and_converges_after() {
     stop(service, mount).await;
 }
 
-/// One HTTP/1.1 request; returns the status code and the body.
-async fn http(
-    address: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect api");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("receive");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_change_over_http_and_a_corrupt_file_is_reported_and_kept() {
     let redis = RedisServer::start().expect("redis");
@@ -421,18 +315,8 @@ async fn rules_change_over_http_and_a_corrupt_file_is_reported_and_kept() {
         "the default preset is not written until a PUT"
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(metafuse_api::serve(
-        listener,
-        service.backend(),
-        async move {
-            let _ = api_stopped.await;
-        },
-    ));
+    let api = Api::start(&service).await;
+    let address = api.address;
 
     // `genre` was not relevant before: it must be fetched for the new rules.
     let document = r#"{"config": {"version": 1, "rules": [{"id": "by-genre", "name": "By genre", "enabled": true,
@@ -487,7 +371,6 @@ async fn rules_change_over_http_and_a_corrupt_file_is_reported_and_kept() {
     assert_eq!(service.rules_file_error(), None);
     assert_eq!(list_files(&setup.mountpoint), vec!["All/Heat.mkv"]);
 
-    let _ = stop_api.send(());
-    api.await.expect("api stops");
+    api.stop().await;
     stop(service, mount).await;
 }

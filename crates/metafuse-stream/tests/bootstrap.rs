@@ -5,7 +5,7 @@ mod common;
 
 use common::{bootstrap, contents, expected, relevant};
 use metafuse_stream::{Source, Strategy};
-use metafuse_testkit::{Library, LibrarySpec, RedisServer};
+use metafuse_testkit::{Library, LibrarySpec, RedisServer, Writer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_snapshot_and_auto_agree_with_what_redis_holds() {
@@ -127,30 +127,16 @@ async fn without_an_index_the_snapshot_scans_and_without_anything_the_projection
 async fn nested_children_of_a_tracked_name_are_found_by_every_strategy() {
     let server = RedisServer::start().unwrap();
     let mut connection = server.client().get_connection().unwrap();
-    for (key, value) in [
-        ("file:a/filePath", "watch/a.mkv"),
-        ("file:a/titles/fra", "Le"),
-        ("file:a/audio/0/codec", "aac"),
-    ] {
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query(&mut connection)
-            .unwrap();
-        let _: () = redis::cmd("XADD")
-            .arg("meta:events")
-            .arg("*")
-            .arg("type")
-            .arg("set")
-            .arg("key")
-            .arg(key)
-            .query(&mut connection)
-            .unwrap();
-    }
-    let _: () = redis::cmd("SADD")
-        .arg("file:__index__")
-        .arg("a")
-        .query(&mut connection)
+    Writer::new(&mut connection, "")
+        .set_file(
+            "a",
+            &[
+                ("filePath", "watch/a.mkv"),
+                ("titles/fra", "Le"),
+                ("audio/0/codec", "aac"),
+            ],
+        )
+        .flush()
         .unwrap();
     let relevant = metafuse_stream::RelevantProperties::from_names(["titles"]);
     for strategy in [Strategy::Replay, Strategy::Snapshot] {

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use metafuse_stream::{Projection, RelevantProperties, Source, Strategy};
-
-pub type Files = BTreeMap<String, BTreeMap<String, String>>;
+pub use metafuse_testkit::Files;
 
 /// The properties the shipped rules use (plus the core set, always added).
 pub fn relevant() -> RelevantProperties {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{contents, expected, relevant};
 use metafuse_stream::{Projection, Source, Strategy as Bootstrap};
-use metafuse_testkit::RedisServer;
+use metafuse_testkit::{RedisServer, Writer, read_truth};
 use proptest::prelude::*;
 
 const PROPERTIES: [&str; 6] = [
@@ -35,12 +35,11 @@ fn operation() -> impl Strategy<Value = Operation> {
     ]
 }
 
-/// Applies the operations to Redis as writers would and returns the truth.
-fn write(connection: &mut redis::Connection, operations: &[Operation]) -> common::Files {
-    let mut truth = common::Files::new();
-    let mut pipeline = redis::pipe();
+/// Applies the operations to Redis as writers would.
+fn write(connection: &mut redis::Connection, operations: &[Operation]) {
+    let mut writer = Writer::new(connection, "");
     for operation in operations {
-        let (file, property, value) = match *operation {
+        match *operation {
             Operation::Set {
                 file,
                 property,
@@ -52,58 +51,20 @@ fn write(connection: &mut redis::Connection, operations: &[Operation]) -> common
                 } else {
                     format!("v{value}")
                 };
-                (file, PROPERTIES[property as usize], Some(value))
+                writer.set(&format!("h{file}"), PROPERTIES[property as usize], &value)
             }
-            Operation::Delete { file, property } => (file, PROPERTIES[property as usize], None),
-            Operation::Move { file, value } => {
-                (file, "filePath", Some(format!("watch/m{value}.mkv")))
+            Operation::Delete { file, property } => {
+                writer.del(&format!("h{file}"), PROPERTIES[property as usize])
             }
-            Operation::UnknownKey => {
-                pipeline
-                    .cmd("XADD")
-                    .arg("meta:events")
-                    .arg("*")
-                    .arg("type")
-                    .arg("set")
-                    .arg("key")
-                    .arg("unknown:x")
-                    .ignore();
-                continue;
-            }
+            Operation::Move { file, value } => writer.set(
+                &format!("h{file}"),
+                "filePath",
+                &format!("watch/m{value}.mkv"),
+            ),
+            Operation::UnknownKey => writer.event("set", "unknown:x"),
         };
-        let hash_id = format!("h{file}");
-        let key = format!("file:{hash_id}/{property}");
-        let properties = truth.entry(hash_id.clone()).or_default();
-        match &value {
-            Some(value) => {
-                pipeline.cmd("SET").arg(&key).arg(value).ignore();
-                pipeline
-                    .cmd("SADD")
-                    .arg("file:__index__")
-                    .arg(&hash_id)
-                    .ignore();
-                properties.insert(property.to_owned(), value.clone());
-            }
-            None => {
-                pipeline.cmd("DEL").arg(&key).ignore();
-                properties.remove(property);
-            }
-        }
-        let kind = if value.is_some() { "set" } else { "del" };
-        pipeline
-            .cmd("XADD")
-            .arg("meta:events")
-            .arg("*")
-            .arg("type")
-            .arg(kind)
-            .arg("key")
-            .arg(&key)
-            .ignore();
     }
-    if !operations.is_empty() {
-        pipeline.query::<()>(connection).unwrap();
-    }
-    truth
+    writer.flush().unwrap();
 }
 
 proptest! {
@@ -114,7 +75,8 @@ proptest! {
         let server = SERVER.with(|server| server.url());
         let mut connection = redis::Client::open(server.as_str()).unwrap().get_connection().unwrap();
         let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
-        let truth = write(&mut connection, &operations);
+        write(&mut connection, &operations);
+        let truth = read_truth(&mut connection, "").unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (replayed, snapshotted) = runtime.block_on(async {
             let mut source = Source::connect(&server, "").await.unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use common::{bootstrap, contents, expected, last_generated_id, relevant};
 use metafuse_stream::{Projection, Source, Strategy, Tail, TailEvent};
-use metafuse_testkit::{Library, LibrarySpec, RedisServer};
+use metafuse_testkit::{Library, LibrarySpec, RedisServer, Writer};
 
 /// Applies tail batches until the tail has read up to `target`.
 async fn follow_until(tail: &mut Tail, projection: &mut Projection, target: &str) {
@@ -162,11 +162,7 @@ async fn the_tail_counts_malformed_entries_and_moves_past_them() {
     let (mut projection, report) = bootstrap(&server.url(), "", Strategy::Auto).await;
     let source = Source::connect(&server.url(), "").await.unwrap();
     let mut tail = source.tail(&report.last_event_id);
-    let _: () = redis::cmd("SET")
-        .arg("file:a/filePath")
-        .arg("watch/a.mkv")
-        .query(&mut connection)
-        .unwrap();
+    // An entry without a key, then the write it did not describe.
     let _: () = redis::cmd("XADD")
         .arg("meta:events")
         .arg("*")
@@ -174,14 +170,9 @@ async fn the_tail_counts_malformed_entries_and_moves_past_them() {
         .arg("oops")
         .query(&mut connection)
         .unwrap();
-    let _: () = redis::cmd("XADD")
-        .arg("meta:events")
-        .arg("*")
-        .arg("type")
-        .arg("set")
-        .arg("key")
-        .arg("file:a/filePath")
-        .query(&mut connection)
+    Writer::new(&mut connection, "")
+        .set("a", "filePath", "watch/a.mkv")
+        .flush()
         .unwrap();
     let target = last_generated_id(&mut connection);
     follow_until(&mut tail, &mut projection, &target).await;
@@ -218,19 +209,11 @@ async fn newly_relevant_properties_are_fetched_for_known_files() {
 /// Appends `n_entries` events about a property no rules use (cheap: nothing
 /// to fetch) in one pipeline; returns the last id.
 fn add_irrelevant_events(connection: &mut redis::Connection, n_entries: usize) -> String {
-    let mut pipeline = redis::pipe();
+    let mut writer = Writer::new(connection, "");
     for index in 0..n_entries {
-        pipeline
-            .cmd("XADD")
-            .arg("meta:events")
-            .arg("*")
-            .arg("type")
-            .arg("set")
-            .arg("key")
-            .arg(format!("file:h{index}/notARelevantProperty"));
+        writer.event("set", &format!("file:h{index}/notARelevantProperty"));
     }
-    let ids: Vec<String> = pipeline.query(connection).unwrap();
-    ids.last().unwrap().clone()
+    writer.flush().unwrap().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,14 @@
 //!
 //! Tests never depend on a service they did not start: [`RedisServer`] starts a
 //! private `redis-server` on a free loopback port, in a temporary directory,
-//! and stops it when dropped.
+//! and stops it when dropped. [`Writer`] writes to it exactly as the
+//! MetaMesh writers do, and [`read_truth`] reads back what it holds.
 #![warn(missing_docs)]
 
 mod library;
 mod redis_server;
+mod writer;
 
 pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
 pub use redis_server::{RedisServer, RedisServerError};
+pub use writer::{Files, Writer, read_truth};

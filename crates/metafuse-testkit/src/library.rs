@@ -10,6 +10,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::Writer;
+
 /// The stream every writer appends to.
 pub const EVENTS_STREAM: &str = "meta:events";
 
@@ -264,10 +266,10 @@ impl Library {
         self.truth_after(self.writes.len())
     }
 
-    /// Writes `writes[range]` to Redis the way the writers do, pipelined:
-    /// per write a `SET`/`DEL`, a `SADD` of the index with every `SET` (an
-    /// `SREM` once a file is deleted), and an `XADD` (trimmed to `~maxlen`
-    /// if given).
+    /// Writes `writes[range]` to Redis the way the writers do (see
+    /// [`Writer`]), pipelined: per write a `SET` and `SADD` of the index or a
+    /// `DEL`, an `SREM` once a file is deleted, and an `XADD` (trimmed to
+    /// `~maxlen` if given).
     pub fn write_range(
         &self,
         connection: &mut redis::Connection,
@@ -275,39 +277,19 @@ impl Library {
         range: std::ops::Range<usize>,
         maxlen: Option<usize>,
     ) -> redis::RedisResult<()> {
-        let index_key = format!("{prefix}file:__index__");
+        let mut writer = Writer::new(connection, prefix).with_maxlen(maxlen);
         for chunk in self.writes[range].chunks(2000) {
-            let mut pipeline = redis::pipe();
             for write in chunk {
-                let key = self.key(prefix, write);
                 let hash_id = &self.hash_ids[write.file as usize];
                 match &write.value {
-                    Some(value) => {
-                        pipeline.cmd("SET").arg(&key).arg(value).ignore();
-                        pipeline.cmd("SADD").arg(&index_key).arg(hash_id).ignore();
-                    }
-                    None => {
-                        pipeline.cmd("DEL").arg(&key).ignore();
-                    }
-                }
+                    Some(value) => writer.set(hash_id, write.property, value),
+                    None => writer.del(hash_id, write.property),
+                };
                 if write.leaves_index {
-                    pipeline.cmd("SREM").arg(&index_key).arg(hash_id).ignore();
+                    writer.remove_from_index(hash_id);
                 }
-                let kind = if write.value.is_some() { "set" } else { "del" };
-                let xadd = pipeline.cmd("XADD").arg(EVENTS_STREAM);
-                if let Some(maxlen) = maxlen {
-                    xadd.arg("MAXLEN").arg("~").arg(maxlen);
-                }
-                xadd.arg("*")
-                    .arg("type")
-                    .arg(kind)
-                    .arg("key")
-                    .arg(&key)
-                    .arg("ts")
-                    .arg(1_700_000_000_000u64)
-                    .ignore();
             }
-            pipeline.query::<()>(connection)?;
+            writer.flush()?;
         }
         Ok(())
     }
@@ -474,6 +456,10 @@ mod tests {
             .query(&mut connection)
             .unwrap();
         assert_eq!(length, library.writes.len());
+        assert_eq!(
+            crate::read_truth(&mut connection, "p:").unwrap(),
+            library.truth()
+        );
         let (hash_id, properties) = library.truth().into_iter().next().unwrap();
         for (property, value) in properties {
             let stored: String = redis::cmd("GET")
