@@ -41,7 +41,8 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
     let rules = load_rules(arguments).map_err(Failure::Input)?;
     // clap requires `--redis-url` unless `--api` is given, and `--api` never
-    // reaches this mode; the check keeps that assumption out of the unwrap business.
+    // reaches this mode; checked rather than unwrapped so that a later change
+    // of the flags gives an error, not a panic.
     let redis_url = arguments
         .redis_url
         .as_deref()

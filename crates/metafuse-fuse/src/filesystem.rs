@@ -79,6 +79,46 @@ pub(crate) struct DirectorySnapshot {
     names: Vec<String>,
 }
 
+/// The replies of `readdir` (names and kinds) and `readdirplus` (with
+/// attributes the kernel caches), so that one body answers both.
+trait ListingReply {
+    /// Adds an entry; returns true when the buffer is full.
+    fn add_entry(&mut self, next_offset: u64, name: &str, attributes: &FileAttr) -> bool;
+    fn ok(self);
+    fn error(self, errno: Errno);
+}
+
+impl ListingReply for ReplyDirectory {
+    fn add_entry(&mut self, next_offset: u64, name: &str, attributes: &FileAttr) -> bool {
+        self.add(attributes.ino, next_offset, attributes.kind, name)
+    }
+    fn ok(self) {
+        ReplyDirectory::ok(self);
+    }
+    fn error(self, errno: Errno) {
+        ReplyDirectory::error(self, errno);
+    }
+}
+
+impl ListingReply for ReplyDirectoryPlus {
+    fn add_entry(&mut self, next_offset: u64, name: &str, attributes: &FileAttr) -> bool {
+        self.add(
+            attributes.ino,
+            next_offset,
+            name,
+            &CACHE_TTL,
+            attributes,
+            Generation(0),
+        )
+    }
+    fn ok(self) {
+        ReplyDirectoryPlus::ok(self);
+    }
+    fn error(self, errno: Errno) {
+        ReplyDirectoryPlus::error(self, errno);
+    }
+}
+
 /// Block size reported by `statfs`.
 const STATFS_BLOCK_SIZE: u32 = 4096;
 
@@ -191,6 +231,24 @@ impl MetafuseFilesystem {
         }
     }
 
+    /// Answers `readdir` or `readdirplus` from the snapshot of an open
+    /// directory. The reply is sent under the read lock, like every reply
+    /// the kernel caches (see `lookup`).
+    fn reply_listing(&self, handle: FileHandle, offset: u64, mut reply: impl ListingReply) {
+        let snapshot = match self.directory_snapshot(handle) {
+            Ok(snapshot) => snapshot,
+            Err(errno) => return reply.error(errno),
+        };
+        let library = self.library.read();
+        self.for_each_live_entry(
+            &library,
+            &snapshot,
+            offset,
+            |next_offset, name, attributes| reply.add_entry(next_offset, name, attributes),
+        );
+        reply.ok();
+    }
+
     /// ENOENT unless the node exists, for methods that need nothing more.
     fn existing_node(&self, ino: INodeNo) -> Result<(), Errno> {
         self.library
@@ -228,37 +286,40 @@ impl MetafuseFilesystem {
                 }
             };
         };
-        if self.passthrough_active.load(Ordering::Relaxed) {
-            let mut backing_files = self.backing_files.lock();
-            if let Some((backing_id, n_open)) = backing_files.get_mut(&ino.0) {
-                *n_open += 1;
-                return Ok((
-                    OpenFile::Passthrough {
-                        ino: ino.0,
-                        file: Arc::new(file),
-                    },
-                    Some(backing_id.clone()),
-                ));
-            }
-            match reply.open_backing(&file) {
-                Ok(backing_id) => {
-                    let backing_id = Arc::new(backing_id);
-                    backing_files.insert(ino.0, (backing_id.clone(), 1));
-                    return Ok((
-                        OpenFile::Passthrough {
-                            ino: ino.0,
-                            file: Arc::new(file),
-                        },
-                        Some(backing_id),
-                    ));
-                }
-                Err(error) => {
-                    tracing::info!(%error, "passthrough unavailable, reading through the mount");
-                    self.passthrough_active.store(false, Ordering::Relaxed);
-                }
-            }
+        if self.passthrough_active.load(Ordering::Relaxed)
+            && let Some(backing_id) = self.backing_id(ino.0, &file, reply)
+        {
+            let open_file = OpenFile::Passthrough {
+                ino: ino.0,
+                file: Arc::new(file),
+            };
+            return Ok((open_file, Some(backing_id)));
         }
         Ok((OpenFile::Local(Arc::new(file)), None))
+    }
+
+    /// The backing id of `ino` for one more open handle: the kernel wants
+    /// one per inode, so the first open registers `file` and later ones
+    /// share it. None when registering fails, which turns passthrough off
+    /// for good (no privilege, stacking too deep...).
+    fn backing_id(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+        let mut backing_files = self.backing_files.lock();
+        if let Some((backing_id, n_open)) = backing_files.get_mut(&ino) {
+            *n_open += 1;
+            return Some(backing_id.clone());
+        }
+        match reply.open_backing(file) {
+            Ok(backing_id) => {
+                let backing_id = Arc::new(backing_id);
+                backing_files.insert(ino, (backing_id.clone(), 1));
+                Some(backing_id)
+            }
+            Err(error) => {
+                tracing::info!(%error, "passthrough unavailable, reading through the mount");
+                self.passthrough_active.store(false, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     fn read_open_file(&self, handle: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -431,22 +492,9 @@ impl Filesystem for MetafuseFilesystem {
         _ino: INodeNo,
         handle: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let snapshot = match self.directory_snapshot(handle) {
-            Ok(snapshot) => snapshot,
-            Err(errno) => return reply.error(errno),
-        };
-        let library = self.library.read();
-        self.for_each_live_entry(
-            &library,
-            &snapshot,
-            offset,
-            |next_offset, name, attributes| {
-                reply.add(attributes.ino, next_offset, attributes.kind, name)
-            },
-        );
-        reply.ok();
+        self.reply_listing(handle, offset, reply);
     }
 
     fn readdirplus(
@@ -455,29 +503,9 @@ impl Filesystem for MetafuseFilesystem {
         _ino: INodeNo,
         handle: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let snapshot = match self.directory_snapshot(handle) {
-            Ok(snapshot) => snapshot,
-            Err(errno) => return reply.error(errno),
-        };
-        let library = self.library.read();
-        self.for_each_live_entry(
-            &library,
-            &snapshot,
-            offset,
-            |next_offset, name, attributes| {
-                reply.add(
-                    attributes.ino,
-                    next_offset,
-                    name,
-                    &CACHE_TTL,
-                    attributes,
-                    Generation(0),
-                )
-            },
-        );
-        reply.ok();
+        self.reply_listing(handle, offset, reply);
     }
 
     fn releasedir(

@@ -221,7 +221,11 @@ impl Backend for ServiceBackend {
                 path: path.to_owned(),
             });
         }
-        let file = library.file_metadata(path).ok_or_else(|| not_found(path))?;
+        // The node is resolved already: no second walk down the path.
+        let file = node
+            .hash_id()
+            .and_then(|hash_id| library.projection().file(hash_id))
+            .ok_or_else(|| not_found(path))?;
         let mut properties = Map::new();
         properties.insert("hashId".to_owned(), json!(file.hash_id()));
         for (name, value) in file.properties() {

@@ -1,13 +1,14 @@
 //! Starting the service and the state task that keeps the tree live.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use metafuse_leader::Leader;
 use metafuse_rules::{RelevantProperties, Rules};
 use metafuse_stream::{
-    FetchPlan, FetchedValues, Projection, Source, Strategy, StreamError, Tail, TailEvent,
-    TailStatus,
+    BootstrapReport, FetchPlan, FetchedValues, Projection, Source, Strategy, StreamError, Tail,
+    TailEvent, TailStatus,
 };
 use metafuse_vfs::{Invalidation, Library, SharedLibrary};
 use parking_lot::{Mutex, RwLock};
@@ -89,26 +90,28 @@ impl Inner {
 
     /// Runs a rules change on the state task and waits for it.
     pub(crate) async fn apply_rules(&self, rules: Rules) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::ApplyRules(rules, reply))
+        self.run_on_state_task(|reply| Command::ApplyRules(rules, reply))
             .await
-            .map_err(|_| "the service is stopping".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the service is stopping".to_owned())?
     }
 
     /// Rebuilds the state from a fresh snapshot and waits for it.
     pub(crate) async fn refresh(&self) -> Result<(), String> {
+        self.run_on_state_task(Command::Refresh).await
+    }
+
+    /// Sends a command that answers and waits for its answer.
+    async fn run_on_state_task(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), String> {
+        // Either channel closes only when the state task has ended.
+        const STOPPING: &str = "the service is stopping";
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Refresh(reply))
+            .send(command(reply))
             .await
-            .map_err(|_| "the service is stopping".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the service is stopping".to_owned())?
+            .map_err(|_| STOPPING.to_owned())?;
+        answer.await.map_err(|_| STOPPING.to_owned())?
     }
 
     pub(crate) fn set_rules_error(&self, error: Option<String>) {
@@ -161,13 +164,8 @@ impl Service {
         tail.set_block(config.tail_block);
         let (commands, command_receiver) = mpsc::channel(16);
         let status = Status::default();
-        {
-            let mut moments = status.moments.lock();
-            moments.last_refresh = Some(SystemTime::now());
-            moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
-            moments.strategy = Some(report.strategy_used.name().to_owned());
-            moments.rules_error = initial.error;
-        }
+        status.record_bootstrap(&report);
+        status.moments.lock().rules_error = initial.error;
         let inner = Arc::new(Inner {
             library: SharedLibrary::new(library),
             status,
@@ -224,7 +222,7 @@ impl Service {
 
     /// The id of the last stream entry applied to the tree.
     pub fn last_applied_event_id(&self) -> String {
-        self.inner.applied.borrow().clone()
+        self.inner.applied_event_id()
     }
 
     /// Waits until the stream entry `event_id` (an `XADD` id) or a later one
@@ -270,7 +268,7 @@ impl Service {
     /// detaches the invalidation sinks (so a mount handle held by one can be
     /// unmounted). The tree stays readable.
     pub async fn shutdown(&self) {
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner_tasks());
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
         for task in &tasks {
             task.abort();
         }
@@ -281,10 +279,6 @@ impl Service {
         self.inner.sinks.write().clear();
         self.inner.status.set_phase(Phase::Stopped);
         tracing::info!("service stopped");
-    }
-
-    fn inner_tasks(&self) -> parking_lot::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks.lock()
     }
 }
 
@@ -343,11 +337,7 @@ fn initial_rules(source: &RulesSource) -> Result<InitialRules, ServiceError> {
                 Err(errors) => {
                     // Serving with the default preset beats refusing to
                     // start; the file is kept for the user to fix.
-                    let message = format!(
-                        "rules file {} is invalid: {}",
-                        path.display(),
-                        errors.join("; ")
-                    );
+                    let message = invalid_rules_file_message(path, &errors);
                     tracing::error!(
                         "{message}; using the default preset, the file is left unchanged"
                     );
@@ -360,6 +350,15 @@ fn initial_rules(source: &RulesSource) -> Result<InitialRules, ServiceError> {
             },
         },
     }
+}
+
+/// What health and the logs say about a rules file that does not compile.
+fn invalid_rules_file_message(path: &Path, errors: &[String]) -> String {
+    format!(
+        "rules file {} is invalid: {}",
+        path.display(),
+        errors.join("; ")
+    )
 }
 
 /// Owns the stream position and serialises every change of the library.
@@ -434,16 +433,18 @@ impl StateTask {
     async fn fetch_plan(&mut self, plan: &FetchPlan) -> Result<FetchedValues, StreamError> {
         match self.source.fetch_plan(plan).await {
             Err(error) if error.is_connection_error() => {
-                self.source =
-                    Source::connect(&self.source_url(), &self.inner.config.prefix).await?;
+                self.reconnect().await?;
                 self.source.fetch_plan(plan).await
             }
             result => result,
         }
     }
 
-    fn source_url(&self) -> String {
-        self.inner.leader.lock().redis_url.clone()
+    /// A new connection to the leader in use, replacing one that failed.
+    async fn reconnect(&mut self) -> Result<(), StreamError> {
+        let redis_url = self.inner.leader.lock().redis_url.clone();
+        self.source = Source::connect(&redis_url, &self.inner.config.prefix).await?;
+        Ok(())
     }
 
     /// New rules: fetch what they newly need (outside the lock), then
@@ -497,8 +498,7 @@ impl StateTask {
             .await
         {
             Err(error) if error.is_connection_error() => {
-                self.source =
-                    Source::connect(&self.source_url(), &self.inner.config.prefix).await?;
+                self.reconnect().await?;
                 fresh = Projection::new(self.relevant.clone());
                 self.source
                     .bootstrap(&mut fresh, Strategy::Snapshot, |_| {})
@@ -506,15 +506,10 @@ impl StateTask {
             }
             result => result?,
         };
-        fresh.record_bootstrap(report.strategy_used.name(), report.elapsed);
         let n_files = fresh.complete_count();
-        let invalidations = self.inner.library.replace_projection(fresh);
+        let invalidations = self.swap_in_projection(fresh, &report);
         self.tail.resume_from(&report.last_event_id);
-        self.record_rebuild(&report);
-        self.inner.dispatch(&invalidations);
-        self.inner
-            .applied
-            .send_replace(report.last_event_id.clone());
+        self.publish_rebuild(&invalidations, &report);
         tracing::info!(
             n_files,
             n_events = report.n_events,
@@ -526,11 +521,26 @@ impl StateTask {
         Ok(())
     }
 
-    fn record_rebuild(&self, report: &metafuse_stream::BootstrapReport) {
-        let mut moments = self.inner.status.moments.lock();
-        moments.last_refresh = Some(SystemTime::now());
-        moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
-        moments.strategy = Some(report.strategy_used.name().to_owned());
+    /// Swaps in a freshly bootstrapped projection (the tree is rebuilt
+    /// beside the old one); returns what the kernel must forget, for
+    /// [`Self::publish_rebuild`] once the stream position has moved.
+    fn swap_in_projection(
+        &self,
+        mut fresh: Projection,
+        report: &BootstrapReport,
+    ) -> Vec<Invalidation> {
+        fresh.record_bootstrap(report.strategy_used.name(), report.elapsed);
+        self.inner.library.replace_projection(fresh)
+    }
+
+    /// Announces a rebuild: invalidations go out before the new position,
+    /// so whoever waits for that position never sees a stale tree.
+    fn publish_rebuild(&self, invalidations: &[Invalidation], report: &BootstrapReport) {
+        self.inner.status.record_bootstrap(report);
+        self.inner.dispatch(invalidations);
+        self.inner
+            .applied
+            .send_replace(report.last_event_id.clone());
     }
 
     async fn resynchronise_until_done(&mut self) {
@@ -567,8 +577,7 @@ impl StateTask {
         let mut source = Source::connect(&leader.redis_url, &self.inner.config.prefix).await?;
         let mut fresh = Projection::new(self.relevant.clone());
         let report = source.bootstrap(&mut fresh, Strategy::Auto, |_| {}).await?;
-        fresh.record_bootstrap(report.strategy_used.name(), report.elapsed);
-        let invalidations = self.inner.library.replace_projection(fresh);
+        let invalidations = self.swap_in_projection(fresh, &report);
         let mut tail = source.tail(&report.last_event_id);
         tail.set_block(self.inner.config.tail_block);
         // The new tail's first connection counts as a reconnect of the one
@@ -577,11 +586,7 @@ impl StateTask {
         self.tail = tail;
         self.source = source;
         *self.inner.leader.lock() = leader.clone();
-        self.record_rebuild(&report);
-        self.inner.dispatch(&invalidations);
-        self.inner
-            .applied
-            .send_replace(report.last_event_id.clone());
+        self.publish_rebuild(&invalidations, &report);
         self.inner
             .leader_switches
             .send_modify(|switches| *switches += 1);
@@ -623,17 +628,16 @@ async fn follow_rules_file(inner: Arc<Inner>) {
             // A deleted file keeps the rules in force.
             Err(_) => continue,
         };
-        if inner.last_rules_text.lock().as_deref() == Some(text.as_str()) {
-            continue;
+        {
+            let mut last_rules_text = inner.last_rules_text.lock();
+            if last_rules_text.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            *last_rules_text = Some(text.clone());
         }
-        *inner.last_rules_text.lock() = Some(text.clone());
         match compile_text(&text) {
             Err(errors) => {
-                let message = format!(
-                    "rules file {} is invalid: {}",
-                    path.display(),
-                    errors.join("; ")
-                );
+                let message = invalid_rules_file_message(&path, &errors);
                 tracing::error!(
                     "{message}; keeping the rules in force, the file is left unchanged"
                 );

@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use metafuse_stream::BootstrapReport;
 use parking_lot::Mutex;
 
 /// What the state task is doing, for health.
@@ -57,5 +58,14 @@ impl Default for Moments {
 impl Status {
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.moments.lock().phase = phase;
+    }
+
+    /// A bootstrap (at start) or rebuild (resynchronisation, leader switch)
+    /// that has just been swapped in.
+    pub(crate) fn record_bootstrap(&self, report: &BootstrapReport) {
+        let mut moments = self.moments.lock();
+        moments.last_refresh = Some(SystemTime::now());
+        moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
+        moments.strategy = Some(report.strategy_used.name().to_owned());
     }
 }

@@ -269,43 +269,48 @@ impl SharedLibrary {
     /// Recomputes every path with new rules: built beside the current tree,
     /// swapped in at once.
     pub fn replace_rules(&self, rules: Arc<Rules>) -> Vec<Invalidation> {
-        let _writer = self.shared.writer.lock();
-        let mut invalidations = Vec::new();
-        let tree = {
-            let library = self.shared.library.read();
-            build_tree(
-                &library.tree,
-                &library.projection,
-                &rules,
-                &mut invalidations,
-            )
-        };
-        let mut library = self.shared.library.write();
-        library.tree = tree;
-        library.rules = rules;
-        invalidations
+        self.swap_in_rebuilt_tree(
+            rules,
+            |library, rules, invalidations| {
+                build_tree(&library.tree, &library.projection, rules, invalidations)
+            },
+            |library, rules| std::mem::replace(&mut library.rules, rules),
+        )
     }
 
     /// Replaces the projection (resynchronisation after a leader switch or
     /// a trimmed stream): built beside the current tree, swapped in at once.
     pub fn replace_projection(&self, projection: Projection) -> Vec<Invalidation> {
+        self.swap_in_rebuilt_tree(
+            projection,
+            |library, projection, invalidations| {
+                build_tree(&library.tree, projection, &library.rules, invalidations)
+            },
+            |library, projection| std::mem::replace(&mut library.projection, projection),
+        )
+    }
+
+    /// Builds the tree for a new `part` (rules or projection) under the
+    /// read lock, so readers keep going while it is built, then swaps both
+    /// in under the write lock. Writers are serialised throughout, so
+    /// nothing changes between the build and the swap.
+    fn swap_in_rebuilt_tree<Part>(
+        &self,
+        part: Part,
+        build: impl FnOnce(&Library, &Part, &mut Vec<Invalidation>) -> Tree,
+        swap: impl FnOnce(&mut Library, Part) -> Part,
+    ) -> Vec<Invalidation> {
         let _writer = self.shared.writer.lock();
         let mut invalidations = Vec::new();
-        let tree = {
-            let library = self.shared.library.read();
-            build_tree(
-                &library.tree,
-                &projection,
-                &library.rules,
-                &mut invalidations,
-            )
+        let tree = build(&self.shared.library.read(), &part, &mut invalidations);
+        let displaced = {
+            let mut library = self.shared.library.write();
+            let old_tree = std::mem::replace(&mut library.tree, tree);
+            (old_tree, swap(&mut library, part))
         };
-        let mut library = self.shared.library.write();
-        library.tree = tree;
-        // The old projection is dropped after the lock is released.
-        let old_projection = std::mem::replace(&mut library.projection, projection);
-        drop(library);
-        drop(old_projection);
+        // Freeing a whole tree (and projection) takes a while: done after
+        // the write lock is released, so readers do not wait for it.
+        drop(displaced);
         invalidations
     }
 }

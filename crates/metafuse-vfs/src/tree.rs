@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -360,10 +361,7 @@ impl Tree {
     /// The directory at these components, if it exists.
     fn existing_directory(&self, components: &[Cow<'_, str>]) -> Option<u64> {
         components.iter().try_fold(ROOT_INODE, |parent, component| {
-            self.directory(parent)
-                .names
-                .get(&**component)
-                .and_then(|slot| slot.directory)
+            self.child_directory(parent, component)
         })
     }
 
@@ -376,12 +374,7 @@ impl Tree {
     ) -> u64 {
         let mut parent = ROOT_INODE;
         for component in components {
-            let existing = self
-                .directory(parent)
-                .names
-                .get(&**component)
-                .and_then(|slot| slot.directory);
-            parent = match existing {
+            parent = match self.child_directory(parent, component) {
                 Some(directory) => directory,
                 None => self.create_directory(parent, component, previous, sink),
             };
@@ -512,28 +505,17 @@ impl Tree {
                 continue;
             }
             let (ino, retreat_level) = (first.ino, first.level);
-            let file = self.file(ino);
-            let held_level = file.level;
+            let held_level = self.file(ino).level;
             if held_level == retreat_level {
                 continue;
             }
-            let hash_id = file.hash_id.clone();
-            let desired_name = file.desired_name.clone();
-            for level in retreat_level + 1..=held_level {
-                let name = candidate_name(&desired_name, &hash_id, level);
-                let names = &mut self.directory_mut(directory).names;
-                let Some(slot) = names.get_mut(&*name) else {
-                    continue;
-                };
-                let was_holder = slot.remove_attempt(ino, level);
-                if slot.is_empty() {
-                    names.remove(&*name);
-                }
-                if was_holder {
-                    sink.entry(directory, &name);
-                    freed_names.push(name.into_owned());
-                }
-            }
+            self.withdraw_attempts(
+                directory,
+                ino,
+                retreat_level + 1..=held_level,
+                &mut freed_names,
+                sink,
+            );
             self.file_mut(ino).level = retreat_level;
             self.nodes
                 .get_mut(&ino)
@@ -543,17 +525,23 @@ impl Tree {
         }
     }
 
-    /// Takes a file out of its directory (its names go to the next
-    /// claimants); returns its directory and mtime for [`Self::after_detach`].
-    fn detach_file(&mut self, ino: u64, sink: &mut Sink<'_>) -> (u64, i64) {
-        let parent = self.node(ino).parent;
+    /// Withdraws the attempts of file `ino` at `levels` in `directory`;
+    /// each name it held is invalidated and pushed to `freed_names`, for
+    /// [`Self::hand_over`] to give to the next claimant.
+    fn withdraw_attempts(
+        &mut self,
+        directory: u64,
+        ino: u64,
+        levels: RangeInclusive<u32>,
+        freed_names: &mut Vec<String>,
+        sink: &mut Sink<'_>,
+    ) {
         let file = self.file(ino);
+        // Cloned so the directory can be borrowed mutably below.
         let (hash_id, desired_name) = (file.hash_id.clone(), file.desired_name.clone());
-        let (held_level, size_bytes, mtime_ms) = (file.level, file.size_bytes, file.mtime_ms);
-        let mut freed_names = Vec::new();
-        for level in 0..=held_level {
+        for level in levels {
             let name = candidate_name(&desired_name, &hash_id, level);
-            let names = &mut self.directory_mut(parent).names;
+            let names = &mut self.directory_mut(directory).names;
             let Some(slot) = names.get_mut(&*name) else {
                 continue;
             };
@@ -562,10 +550,20 @@ impl Tree {
                 names.remove(&*name);
             }
             if was_holder {
-                sink.entry(parent, &name);
+                sink.entry(directory, &name);
                 freed_names.push(name.into_owned());
             }
         }
+    }
+
+    /// Takes a file out of its directory (its names go to the next
+    /// claimants); returns its directory and mtime for [`Self::after_detach`].
+    fn detach_file(&mut self, ino: u64, sink: &mut Sink<'_>) -> (u64, i64) {
+        let parent = self.node(ino).parent;
+        let file = self.file(ino);
+        let (held_level, size_bytes, mtime_ms) = (file.level, file.size_bytes, file.mtime_ms);
+        let mut freed_names = Vec::new();
+        self.withdraw_attempts(parent, ino, 0..=held_level, &mut freed_names, sink);
         self.total_size_bytes -= size_bytes;
         sink.inode(parent);
         self.hand_over(parent, freed_names, sink);
