@@ -66,22 +66,20 @@ pub enum MountError {
     #[error(transparent)]
     WebdavUrl(#[from] InvalidWebdavUrl),
     /// The kernel or fusermount refused the mount.
-    #[error("mounting on {mountpoint:?} failed")]
+    #[error("mounting on {mountpoint:?} failed: {cause}")]
     Mount {
         /// Where we tried to mount.
         mountpoint: PathBuf,
         /// What the system said.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Unmounting failed (the mount may be busy).
-    #[error("unmounting {mountpoint:?} failed")]
+    #[error("unmounting {mountpoint:?} failed: {cause}")]
     Unmount {
         /// The mountpoint.
         mountpoint: PathBuf,
         /// What the system said.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -172,9 +170,9 @@ pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandl
     config.n_threads = Some(options.n_threads.max(1));
     config.clone_fd = options.n_threads > 1;
 
-    let mount_error = |source| MountError::Mount {
+    let mount_error = |cause| MountError::Mount {
         mountpoint: options.mountpoint.clone(),
-        source,
+        cause,
     };
     // Not fuser's AutoUnmount: it needs the fusermount helper, whose
     // watcher dies at once in containers (the mount then hangs on unmount).
@@ -257,9 +255,9 @@ impl MountHandle {
         };
         let result = session
             .umount_and_join()
-            .map_err(|source| MountError::Unmount {
+            .map_err(|cause| MountError::Unmount {
                 mountpoint: self.mountpoint.clone(),
-                source,
+                cause,
             });
         // After a failed unmount (busy) the watchdog stays armed: the
         // mount is then detached when this process exits instead of being

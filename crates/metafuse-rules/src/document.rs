@@ -14,22 +14,23 @@ pub enum Format {
     Toml,
 }
 
-/// A rules document could not be read.
+/// A rules document could not be read. The message carries the parser's
+/// own (line, column, what was expected), so it is not repeated as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     /// The JSON text is malformed or has the wrong shape.
     #[error("invalid json rules document: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// The TOML text is malformed or has the wrong shape.
     #[error("invalid toml rules document: {0}")]
-    Toml(#[from] toml::de::Error),
+    Toml(toml::de::Error),
 }
 
 /// A rules document could not be written as TOML (TOML has no `null`, for
 /// instance, so an unknown field holding `null` cannot be represented).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write rules document as toml: {0}")]
-pub struct SerializeError(#[from] toml::ser::Error);
+pub struct SerializeError(toml::ser::Error);
 
 /// The whole rules configuration: `{version, rules, defaultRule?, lastModified?, isDefault?}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -276,8 +277,8 @@ impl RulesDocument {
         // Editors on Windows like to start files with a byte order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         match format {
-            Format::Json => Ok(serde_json::from_str(text)?),
-            Format::Toml => Ok(toml::from_str(text)?),
+            Format::Json => serde_json::from_str(text).map_err(ParseError::Json),
+            Format::Toml => toml::from_str(text).map_err(ParseError::Toml),
         }
     }
 
@@ -304,6 +305,6 @@ impl RulesDocument {
 
     /// TOML of the same shape.
     pub fn to_toml(&self) -> Result<String, SerializeError> {
-        Ok(toml::to_string_pretty(self)?)
+        toml::to_string_pretty(self).map_err(SerializeError)
     }
 }

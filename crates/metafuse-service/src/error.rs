@@ -5,26 +5,33 @@ use std::path::PathBuf;
 pub enum ServiceError {
     /// The leader configuration can never yield a Redis.
     #[error("cannot discover redis: {0}")]
-    Discovery(#[from] metafuse_leader::LeaderError),
+    Discovery(metafuse_leader::LeaderError),
     /// Redis could not be reached or the bootstrap failed.
-    #[error("bootstrap from {url} failed: {source}")]
+    #[error("bootstrap from {url} failed: {cause}")]
     Bootstrap {
         /// The Redis URL (password redacted).
         url: String,
         /// What the stream layer said.
-        #[source]
-        source: metafuse_stream::StreamError,
+        cause: metafuse_stream::StreamError,
     },
     /// The preset asked for does not exist.
     #[error(transparent)]
     UnknownPreset(#[from] metafuse_rules::UnknownPreset),
     /// The rules file exists but cannot be read.
-    #[error("cannot read rules file {path:?}: {source}")]
+    #[error("cannot read rules file {path:?}: {cause}")]
     ReadRules {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+// Written out rather than `#[from]`: the message above already carries the
+// cause, and `#[from]` would also expose it as `source()`, printing it twice
+// in an error chain.
+impl From<metafuse_leader::LeaderError> for ServiceError {
+    fn from(error: metafuse_leader::LeaderError) -> Self {
+        ServiceError::Discovery(error)
+    }
 }

@@ -126,9 +126,9 @@ impl Service {
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let initial = initial_rules(&config.rules)?;
         let leader = metafuse_leader::discover(&config.discovery).await?;
-        let bootstrap_error = |source| ServiceError::Bootstrap {
+        let bootstrap_error = |cause| ServiceError::Bootstrap {
             url: leader.redis_url.clone(),
-            source,
+            cause,
         };
         let mut source = Source::connect(&leader.redis_url, &config.prefix)
             .await
@@ -321,9 +321,9 @@ fn initial_rules(source: &RulesSource) -> Result<InitialRules, ServiceError> {
                     error: None,
                 })
             }
-            Err(source) => Err(ServiceError::ReadRules {
+            Err(cause) => Err(ServiceError::ReadRules {
                 path: path.clone(),
-                source,
+                cause,
             }),
             Ok(text) => match compile_text(&text) {
                 Ok(rules) => {

@@ -2,31 +2,28 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     /// The URL is not a usable `redis://` or `rediss://` URL.
-    #[error("invalid redis url {url:?}: {source}")]
+    #[error("invalid redis url {url:?}: {cause}")]
     InvalidUrl {
         /// The URL with any password replaced by `***`.
         url: String,
         /// Why it was rejected.
-        #[source]
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
     /// No connection could be made.
-    #[error("cannot connect to redis at {url}: {source}")]
+    #[error("cannot connect to redis at {url}: {cause}")]
     Connect {
         /// The URL with any password replaced by `***`.
         url: String,
         /// The underlying error.
-        #[source]
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
     /// A command failed.
-    #[error("redis {operation} failed: {source}")]
+    #[error("redis {operation} failed: {cause}")]
     Command {
         /// What we were doing (`XRANGE meta:events`, `MGET`, ...).
         operation: &'static str,
         /// The underlying error.
-        #[source]
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
     /// Redis answered in a shape we do not understand.
     #[error("unexpected redis reply to {operation}: {reply}")]
@@ -42,7 +39,7 @@ impl StreamError {
     pub(crate) fn command(
         operation: &'static str,
     ) -> impl FnOnce(redis::RedisError) -> StreamError {
-        move |source| StreamError::Command { operation, source }
+        move |cause| StreamError::Command { operation, cause }
     }
 
     /// True when the error is about the connection rather than the data:
@@ -50,12 +47,12 @@ impl StreamError {
     pub fn is_connection_error(&self) -> bool {
         match self {
             StreamError::Connect { .. } => true,
-            StreamError::Command { source, .. } => {
-                source.is_io_error()
-                    || source.is_connection_dropped()
-                    || source.is_connection_refusal()
-                    || source.is_timeout()
-                    || source.is_unrecoverable_error()
+            StreamError::Command { cause, .. } => {
+                cause.is_io_error()
+                    || cause.is_connection_dropped()
+                    || cause.is_connection_refusal()
+                    || cause.is_timeout()
+                    || cause.is_unrecoverable_error()
             }
             StreamError::InvalidUrl { .. } | StreamError::UnexpectedReply { .. } => false,
         }

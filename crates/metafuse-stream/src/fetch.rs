@@ -91,7 +91,7 @@ pub(crate) async fn fetch_values(
         if let Value::ServerError(error) = reply {
             return Err(StreamError::Command {
                 operation: "MGET",
-                source: error.into(),
+                cause: error.into(),
             });
         }
         let Value::Array(values) = reply else {

@@ -82,10 +82,10 @@ pub(crate) async fn stream_info(
         {
             return Ok(None);
         }
-        Err(source) => {
+        Err(cause) => {
             return Err(StreamError::Command {
                 operation: "XINFO STREAM meta:events",
-                source,
+                cause,
             });
         }
     };

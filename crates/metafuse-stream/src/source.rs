@@ -152,9 +152,9 @@ impl Source {
     /// key is always `meta:events`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StreamError> {
         let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|source| StreamError::InvalidUrl {
+        let client = redis::Client::open(url).map_err(|cause| StreamError::InvalidUrl {
             url: redacted.clone(),
-            source,
+            cause,
         })?;
         let connection = open_connection(&client, &redacted).await?;
         Ok(Self {
@@ -517,9 +517,9 @@ async fn open_connection(
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|source| StreamError::Connect {
+        .map_err(|cause| StreamError::Connect {
             url: redacted_url.to_owned(),
-            source,
+            cause,
         })
 }
 
@@ -648,11 +648,11 @@ async fn read_stream(
             });
         let reply = match reply {
             Ok(reply) => reply,
-            Err(source) => {
+            Err(cause) => {
                 let _ = batches
                     .send(Err(StreamError::Command {
                         operation: "XRANGE meta:events",
-                        source,
+                        cause,
                     }))
                     .await;
                 return;

@@ -284,9 +284,9 @@ impl Tail {
             let blocking = AsyncConnectionConfig::new().set_response_timeout(None);
             let fetching =
                 AsyncConnectionConfig::new().set_response_timeout(Some(FETCH_RESPONSE_TIMEOUT));
-            let connect = |source| StreamError::Connect {
+            let connect = |cause| StreamError::Connect {
                 url: "the tail's redis".to_owned(),
-                source,
+                cause,
             };
             let read = self
                 .client

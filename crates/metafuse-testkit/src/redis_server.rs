@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 pub enum RedisServerError {
     /// The `redis-server` binary could not be started.
     #[error("cannot start redis-server (is it installed? `apt-get install redis-server`): {0}")]
-    Spawn(#[source] std::io::Error),
+    Spawn(std::io::Error),
     /// No free loopback port or temporary directory could be had.
     #[error("cannot prepare a private redis-server: {0}")]
-    Prepare(#[source] std::io::Error),
+    Prepare(std::io::Error),
     /// The server did not accept connections in time.
     #[error("redis-server on port {port} did not come up within {seconds} s")]
     NotReady {
