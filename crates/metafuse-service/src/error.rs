@@ -6,7 +6,8 @@ pub enum ServiceError {
     /// The leader configuration can never yield a Redis.
     #[error("cannot discover redis: {0}")]
     Discovery(metafuse_leader::LeaderError),
-    /// Redis could not be reached or the bootstrap failed.
+    /// The bootstrap failed for a reason that waiting cannot mend (an
+    /// unreachable Redis is waited for instead).
     #[error("bootstrap from {url} failed: {cause}")]
     Bootstrap {
         /// The Redis URL (password redacted).

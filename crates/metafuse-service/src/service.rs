@@ -122,23 +122,14 @@ impl Inner {
 impl Service {
     /// Finds Redis, bootstraps, builds the tree and starts following the
     /// stream, the rules file and the leader. Returns once the tree is
-    /// complete; waits as long as discovery needs to find a leader.
+    /// complete; waits as long as discovery needs to find a leader and while
+    /// that leader's Redis is unreachable.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let initial = initial_rules(&config.rules)?;
         let leader = metafuse_leader::discover(&config.discovery).await?;
-        let bootstrap_error = |cause| ServiceError::Bootstrap {
-            url: leader.redis_url.clone(),
-            cause,
-        };
-        let mut source = Source::connect(&leader.redis_url, &config.prefix)
-            .await
-            .map_err(bootstrap_error)?;
         let relevant = initial.rules.relevant_properties();
-        let mut projection = Projection::new(relevant.clone());
-        let report = source
-            .bootstrap(&mut projection, config.strategy, |_| {})
-            .await
-            .map_err(bootstrap_error)?;
+        let (source, mut projection, report) =
+            bootstrap_when_reachable(&leader.redis_url, &config, &relevant).await?;
         tracing::info!(
             strategy = report.strategy_used.name(),
             reason = report.reason,
@@ -303,6 +294,51 @@ struct InitialRules {
     rules: Rules,
     text: Option<String>,
     error: Option<String>,
+}
+
+/// Connects and bootstraps, waiting while Redis is unreachable: a service
+/// started before its Redis (a container starting first, a Redis restarting)
+/// should wait for it, not exit. Anything else — a bad URL, a reply we do not
+/// understand — fails at once.
+async fn bootstrap_when_reachable(
+    redis_url: &str,
+    config: &ServiceConfig,
+    relevant: &RelevantProperties,
+) -> Result<(Source, Projection, BootstrapReport), ServiceError> {
+    let mut backoff = RESYNC_FIRST_BACKOFF;
+    let mut n_failed_attempts = 0_u64;
+    loop {
+        let attempt = async {
+            let mut source = Source::connect(redis_url, &config.prefix).await?;
+            let mut projection = Projection::new(relevant.clone());
+            let report = source
+                .bootstrap(&mut projection, config.strategy, |_| {})
+                .await?;
+            Ok::<_, StreamError>((source, projection, report))
+        };
+        match attempt.await {
+            Ok(ready) => {
+                if n_failed_attempts > 0 {
+                    tracing::info!(n_failed_attempts, "redis is reachable again");
+                }
+                return Ok(ready);
+            }
+            Err(cause) if cause.is_connection_error() => {
+                if n_failed_attempts == 0 {
+                    tracing::warn!(error = %cause, "redis is not reachable yet; waiting for it");
+                }
+                n_failed_attempts += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RESYNC_MAX_BACKOFF);
+            }
+            Err(cause) => {
+                return Err(ServiceError::Bootstrap {
+                    url: redis_url.to_owned(),
+                    cause,
+                });
+            }
+        }
+    }
 }
 
 fn initial_rules(source: &RulesSource) -> Result<InitialRules, ServiceError> {
