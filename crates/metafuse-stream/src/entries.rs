@@ -1,10 +1,13 @@
 //! Decoding `XRANGE`/`XREAD` replies (raw `redis::Value`, ~1.6x faster than
 //! the typed reply) into the relevant keys to fetch.
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use metafuse_rules::RelevantProperties;
 use metafuse_state::{EventCounts, KeyError, parse_event_key};
 use redis::Value;
+use std::hash::BuildHasher;
+
+use crate::resp::{Frame, Reader, Short};
 
 /// A relevant key to fetch, with where its hashId sits inside it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +73,121 @@ impl RelevanceCache {
     }
 }
 
+/// One stream entry as either decoder sees it, borrowed from the reply:
+/// decoding `redis::Value`s (the tail) and decoding raw RESP (the replay)
+/// share every rule about what is relevant, skipped or malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryView<'reply> {
+    /// Not `[id, fields]`: malformed, and not counted as an event since it
+    /// has no id to advance past.
+    Broken,
+    /// An entry with an id; `fields` is `None` when they are not an array.
+    Entry {
+        id: &'reply [u8],
+        fields: Option<EntryFields<'reply>>,
+    },
+}
+
+/// The two fields of an entry that matter (the last of each name wins).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryFields<'reply> {
+    pub(crate) kind: Option<&'reply [u8]>,
+    pub(crate) key: Option<&'reply [u8]>,
+}
+
+impl<'reply> EntryFields<'reply> {
+    /// Notes one `name value` pair of bulk strings; other fields are ignored.
+    pub(crate) fn observe(&mut self, name: &[u8], value: &'reply [u8]) {
+        match name {
+            b"type" => self.kind = Some(value),
+            b"key" => self.key = Some(value),
+            _ => {}
+        }
+    }
+}
+
+impl<'reply> EntryView<'reply> {
+    /// Views a decoded `[id, fields]` entry.
+    fn of_value(entry: &'reply Value) -> Self {
+        let Value::Array(parts) = entry else {
+            return EntryView::Broken;
+        };
+        // The last two parts, as the entry's shape is `[id, fields]`.
+        let (Some(fields), Some(Value::BulkString(id))) = (
+            parts.last(),
+            parts.len().checked_sub(2).map(|at| &parts[at]),
+        ) else {
+            return EntryView::Broken;
+        };
+        let Value::Array(fields) = fields else {
+            return EntryView::Entry { id, fields: None };
+        };
+        let mut observed = EntryFields::default();
+        for pair in fields.chunks_exact(2) {
+            if let [Value::BulkString(name), Value::BulkString(value)] = pair {
+                observed.observe(name, value);
+            }
+        }
+        EntryView::Entry {
+            id,
+            fields: Some(observed),
+        }
+    }
+}
+
+/// One part of a raw entry, as far as [`decode_entry`] cares.
+enum Part<'reply> {
+    Bulk(&'reply [u8]),
+    Fields(EntryFields<'reply>),
+    Other,
+}
+
+/// Decodes one raw `[id, [name, value, ...]]` entry of an `XRANGE` reply,
+/// with the same reading of odd shapes as [`EntryView::of_value`].
+pub(crate) fn decode_entry<'reply>(
+    reader: &mut Reader<'reply>,
+) -> Result<EntryView<'reply>, Short> {
+    let Frame::Array(n_parts) = reader.frame()? else {
+        return Ok(EntryView::Broken);
+    };
+    let (mut previous, mut last) = (Part::Other, Part::Other);
+    for _ in 0..n_parts {
+        let part = match reader.frame()? {
+            Frame::Bulk(bytes) => Part::Bulk(bytes),
+            Frame::Array(n_fields) => Part::Fields(decode_fields(reader, n_fields)?),
+            _ => Part::Other,
+        };
+        previous = std::mem::replace(&mut last, part);
+    }
+    Ok(match (previous, last) {
+        (Part::Bulk(id), Part::Fields(fields)) if n_parts >= 2 => EntryView::Entry {
+            id,
+            fields: Some(fields),
+        },
+        (Part::Bulk(id), _) if n_parts >= 2 => EntryView::Entry { id, fields: None },
+        _ => EntryView::Broken,
+    })
+}
+
+fn decode_fields<'reply>(
+    reader: &mut Reader<'reply>,
+    n_fields: usize,
+) -> Result<EntryFields<'reply>, Short> {
+    let mut fields = EntryFields::default();
+    let mut name = Frame::Nil;
+    for index in 0..n_fields {
+        let frame = reader.frame()?;
+        reader.skip_children(frame)?;
+        // An odd last field has no value and is ignored, as in a `Value`.
+        if index % 2 == 0 {
+            name = frame;
+        } else if let (Frame::Bulk(name), Frame::Bulk(value)) = (name, frame) {
+            fields.observe(name, value);
+        }
+    }
+    Ok(fields)
+}
+
 /// The relevant keys of a run of stream entries, coalesced: a key changed
 /// several times in the run is fetched once, after the run was read.
 #[derive(Debug, Default)]
@@ -77,7 +195,10 @@ pub(crate) struct EntryBatch {
     pub(crate) keys: Vec<RelevantKey>,
     pub(crate) counts: EventCounts,
     pub(crate) last_id: Option<String>,
-    seen: HashSet<String>,
+    /// Indexes into `keys`, hashed by key: coalescing without a second
+    /// copy of every key.
+    seen: HashTable<u32>,
+    hasher: DefaultHashBuilder,
 }
 
 /// Why one entry was skipped as malformed; logged at debug level only, since
@@ -120,34 +241,38 @@ impl EntryBatch {
         let Value::Array(entries) = reply else {
             return 0;
         };
-        let n_entries = entries.len();
-        for entry in entries {
-            self.add_entry(entry, prefix, relevance);
+        for entry in &entries {
+            self.add(EntryView::of_value(entry), prefix, relevance);
         }
-        n_entries
+        entries.len()
     }
 
-    fn add_entry(&mut self, entry: Value, prefix: &str, relevance: &mut RelevanceCache) {
-        let Value::Array(mut parts) = entry else {
-            self.counts.n_malformed += 1;
-            return;
-        };
+    /// Adds one entry.
+    pub(crate) fn add(
+        &mut self,
+        entry: EntryView<'_>,
+        prefix: &str,
+        relevance: &mut RelevanceCache,
+    ) {
         // Without an id we cannot advance past the entry; ids are produced
         // by Redis itself, so this never happens with a real server.
-        let (Some(fields), Some(Value::BulkString(id))) = (parts.pop(), parts.pop()) else {
+        let EntryView::Entry { id, fields } = entry else {
             self.counts.n_malformed += 1;
             return;
         };
         self.counts.n_events += 1;
-        if let Ok(id) = String::from_utf8(id) {
-            self.last_id = Some(id);
-        }
-        match self.classify(fields, prefix, relevance) {
-            Ok(Some(key)) => {
-                if self.seen.insert(key.key.clone()) {
-                    self.keys.push(key);
+        if let Ok(id) = std::str::from_utf8(id) {
+            // Reuses the previous id's allocation: one per batch, not per entry.
+            match &mut self.last_id {
+                Some(last_id) => {
+                    last_id.clear();
+                    last_id.push_str(id);
                 }
+                None => self.last_id = Some(id.to_owned()),
             }
+        }
+        match Self::classify(fields, prefix, relevance) {
+            Ok(Some(key)) => self.insert_key(key, prefix),
             Ok(None) => self.counts.n_skipped += 1,
             Err(reason) => {
                 tracing::debug!(%reason, id = self.last_id.as_deref().unwrap_or(""), "skipping malformed stream entry");
@@ -156,41 +281,41 @@ impl EntryBatch {
         }
     }
 
+    /// Keeps `key` unless the batch already holds it; allocates only then.
+    fn insert_key(&mut self, key: &str, prefix: &str) {
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        let entry = self.seen.entry(
+            hash,
+            |&index| keys[index as usize].key == key,
+            |&index| self.hasher.hash_one(keys[index as usize].key.as_str()),
+        );
+        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry
+            && let Ok(relevant_key) = RelevantKey::parse(key.to_owned(), prefix)
+        {
+            vacant.insert(self.keys.len() as u32);
+            self.keys.push(relevant_key);
+        }
+    }
+
     /// `Ok(Some)` = a relevant key to fetch; `Ok(None)` = ignored (not
     /// relevant, or an index change); `Err` = malformed.
-    fn classify(
-        &self,
-        fields: Value,
+    fn classify<'reply>(
+        fields: Option<EntryFields<'reply>>,
         prefix: &str,
         relevance: &mut RelevanceCache,
-    ) -> Result<Option<RelevantKey>, Malformed> {
-        let fields = match fields {
-            Value::Array(fields) => fields,
-            _ => return Err(Malformed::Shape),
-        };
-        let mut kind: Option<Vec<u8>> = None;
-        let mut key: Option<Vec<u8>> = None;
-        let mut pairs = fields.into_iter();
-        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
-            let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
-                continue;
-            };
-            match name.as_slice() {
-                b"type" => kind = Some(value),
-                b"key" => key = Some(value),
-                _ => {}
-            }
-        }
-        let kind = kind.ok_or(Malformed::MissingField("type"))?;
+    ) -> Result<Option<&'reply str>, Malformed> {
+        let fields = fields.ok_or(Malformed::Shape)?;
+        let kind = fields.kind.ok_or(Malformed::MissingField("type"))?;
         if kind != b"set" && kind != b"del" {
             return Err(Malformed::UnknownType(
-                String::from_utf8_lossy(&kind).into_owned(),
+                String::from_utf8_lossy(kind).into_owned(),
             ));
         }
-        let key = String::from_utf8(key.ok_or(Malformed::MissingField("key"))?)
+        let key = std::str::from_utf8(fields.key.ok_or(Malformed::MissingField("key"))?)
             .map_err(|_| Malformed::NotUtf8)?;
-        match RelevantKey::parse(key, prefix) {
-            Ok(key) => Ok(relevance.is_relevant(key.property()).then_some(key)),
+        match parse_event_key(key, prefix) {
+            Ok((_, property)) => Ok(relevance.is_relevant(property).then_some(key)),
             // Index changes carry no property: ignored, not malformed.
             Err(KeyError::IndexKey { .. }) => Ok(None),
             Err(error) => Err(Malformed::Key(error)),
@@ -283,6 +408,75 @@ mod tests {
             }
         );
         assert_eq!(batch.last_id.as_deref(), Some("1-8"));
+    }
+
+    fn encode(value: &Value, bytes: &mut Vec<u8>) {
+        match value {
+            Value::BulkString(content) => {
+                bytes.extend_from_slice(format!("${}\r\n", content.len()).as_bytes());
+                bytes.extend_from_slice(content);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            Value::Array(items) => {
+                bytes.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    encode(item, bytes);
+                }
+            }
+            Value::Int(number) => bytes.extend_from_slice(format!(":{number}\r\n").as_bytes()),
+            Value::Nil => bytes.extend_from_slice(b"$-1\r\n"),
+            other => panic!("not needed here: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_entries_read_exactly_as_decoded_values_do() {
+        let odd_entries = vec![
+            entry("1-0", &["type", "set", "key", "p:file:a/title", "ts", "1"]),
+            entry("1-1", &["type", "set", "key"]),
+            entry(
+                "1-2",
+                &["key", "p:file:a/title", "type", "del", "type", "set"],
+            ),
+            Value::Nil,
+            bulk("1-3"),
+            Value::Array(vec![bulk("1-4")]),
+            Value::Array(vec![bulk("junk"), bulk("1-5"), Value::Array(vec![])]),
+            Value::Array(vec![bulk("1-6"), bulk("fields")]),
+            Value::Array(vec![bulk("1-7"), Value::Nil]),
+            Value::Array(vec![Value::Int(1), Value::Array(vec![])]),
+            Value::Array(vec![
+                bulk("1-8"),
+                Value::Array(vec![
+                    Value::Array(vec![bulk("type"), bulk("x")]),
+                    bulk("set"),
+                    bulk("type"),
+                    Value::Int(3),
+                    bulk("type"),
+                    bulk("del"),
+                    bulk("key"),
+                    Value::Nil,
+                ]),
+            ]),
+        ];
+        for value in &odd_entries {
+            let mut bytes = Vec::new();
+            encode(value, &mut bytes);
+            let mut reader = Reader::new(&bytes);
+            assert_eq!(
+                decode_entry(&mut reader),
+                Ok(EntryView::of_value(value)),
+                "{value:?}"
+            );
+            assert_eq!(reader.position, bytes.len(), "{value:?} read whole");
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    decode_entry(&mut Reader::new(&bytes[..cut])),
+                    Err(Short::Incomplete),
+                    "{value:?} cut at {cut}"
+                );
+            }
+        }
     }
 
     #[test]

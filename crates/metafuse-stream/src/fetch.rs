@@ -7,6 +7,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 
 use crate::entries::RelevantKey;
 use crate::error::StreamError;
+use crate::resp::{Frame, RespConnection, server_error};
 
 /// Keys per `MGET`: large enough to amortise the command, small enough that
 /// one reply never holds Redis for long.
@@ -19,7 +20,8 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 struct OwnedValue {
     key: RelevantKey,
-    value: Option<String>,
+    /// Where the value sits in [`FetchedValues::text`]; `None` = gone.
+    value: Option<(usize, usize)>,
 }
 
 /// Values fetched from Redis, owned; [`FetchedValues::iter`] lends them as
@@ -27,6 +29,8 @@ struct OwnedValue {
 #[derive(Clone, Debug, Default)]
 pub struct FetchedValues {
     values: Vec<OwnedValue>,
+    /// Every value, end to end: one allocation per batch, not per value.
+    text: String,
     n_malformed: u64,
 }
 
@@ -36,7 +40,7 @@ impl FetchedValues {
         self.values.iter().map(|owned| FetchedValue {
             hash_id: owned.key.hash_id(),
             property: owned.key.property(),
-            value: owned.value.as_deref(),
+            value: owned.value.map(|(start, end)| &self.text[start..end]),
         })
     }
 
@@ -56,8 +60,51 @@ impl FetchedValues {
     }
 
     pub(crate) fn extend(&mut self, other: FetchedValues) {
-        self.values.extend(other.values);
+        let shift = self.text.len();
+        self.text.push_str(&other.text);
+        self.values
+            .extend(other.values.into_iter().map(|owned| OwnedValue {
+                value: owned.value.map(|(start, end)| (start + shift, end + shift)),
+                ..owned
+            }));
         self.n_malformed += other.n_malformed;
+    }
+
+    fn with_capacity(n_values: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(n_values),
+            ..Self::default()
+        }
+    }
+
+    /// Keeps the value of `key` (`None` = gone), or counts it as malformed
+    /// when it is not UTF-8 or too large.
+    fn push(&mut self, key: RelevantKey, value: Option<&[u8]>) {
+        let Some(bytes) = value else {
+            self.values.push(OwnedValue { key, value: None });
+            return;
+        };
+        if bytes.len() > MAX_VALUE_BYTES {
+            tracing::debug!(key = key.key, "skipping a value of {} bytes", bytes.len());
+            self.n_malformed += 1;
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            tracing::debug!(key = key.key, "skipping a value that is not utf-8");
+            self.n_malformed += 1;
+            return;
+        };
+        let start = self.text.len();
+        self.text.push_str(text);
+        self.values.push(OwnedValue {
+            key,
+            value: Some((start, self.text.len())),
+        });
+    }
+
+    fn skip_odd(&mut self, key: RelevantKey, reply: impl std::fmt::Debug) {
+        tracing::debug!(key = key.key, ?reply, "skipping an odd value");
+        self.n_malformed += 1;
     }
 }
 
@@ -66,10 +113,7 @@ pub(crate) async fn fetch_values(
     connection: &mut MultiplexedConnection,
     keys: Vec<RelevantKey>,
 ) -> Result<FetchedValues, StreamError> {
-    let mut fetched = FetchedValues {
-        values: Vec::with_capacity(keys.len()),
-        n_malformed: 0,
-    };
+    let mut fetched = FetchedValues::with_capacity(keys.len());
     if keys.is_empty() {
         return Ok(fetched);
     }
@@ -103,23 +147,9 @@ pub(crate) async fn fetch_values(
         for value in values {
             let Some(key) = keys.next() else { break };
             match value {
-                Value::Nil => fetched.values.push(OwnedValue { key, value: None }),
-                Value::BulkString(bytes) if bytes.len() <= MAX_VALUE_BYTES => {
-                    match String::from_utf8(bytes) {
-                        Ok(value) => fetched.values.push(OwnedValue {
-                            key,
-                            value: Some(value),
-                        }),
-                        Err(_) => {
-                            tracing::debug!(key = key.key, "skipping a value that is not utf-8");
-                            fetched.n_malformed += 1;
-                        }
-                    }
-                }
-                other => {
-                    tracing::debug!(key = key.key, reply = ?kind_of(&other), "skipping an oversized or odd value");
-                    fetched.n_malformed += 1;
-                }
+                Value::Nil => fetched.push(key, None),
+                Value::BulkString(bytes) => fetched.push(key, Some(&bytes)),
+                other => fetched.skip_odd(key, kind_of(&other)),
             }
         }
     }
@@ -131,4 +161,71 @@ fn kind_of(value: &Value) -> String {
         Value::BulkString(bytes) => format!("{} bytes", bytes.len()),
         other => format!("{other:?}").chars().take(40).collect(),
     }
+}
+
+/// [`fetch_values`] on a [`RespConnection`], decoding each value straight
+/// from the socket buffer.
+pub(crate) async fn fetch_values_raw(
+    connection: &mut RespConnection,
+    keys: Vec<RelevantKey>,
+) -> Result<FetchedValues, StreamError> {
+    let mut fetched = FetchedValues::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(fetched);
+    }
+    let n_commands = keys.len().div_ceil(KEYS_PER_MGET);
+    for chunk in keys.chunks(KEYS_PER_MGET) {
+        let arguments = chunk.iter().map(|key| key.key.as_bytes());
+        connection.push_command(
+            1 + chunk.len(),
+            std::iter::once(&b"MGET"[..]).chain(arguments),
+        );
+    }
+    connection
+        .send_request()
+        .await
+        .map_err(StreamError::command("MGET"))?;
+    let mut keys = keys.into_iter();
+    for _ in 0..n_commands {
+        let n_values = connection
+            .read_reply(|reader| {
+                let start = reader.position;
+                match reader.frame()? {
+                    Frame::Array(n_values) => Ok(Ok(n_values)),
+                    Frame::Error(line) => Ok(Err(StreamError::Command {
+                        operation: "MGET",
+                        cause: server_error(line),
+                    })),
+                    other => {
+                        reader.skip_children(other)?;
+                        Ok(Err(StreamError::UnexpectedReply {
+                            operation: "MGET",
+                            reply: reader.describe_since(start),
+                        }))
+                    }
+                }
+            })
+            .await
+            .map_err(StreamError::command("MGET"))??;
+        for _ in 0..n_values {
+            let mut key = keys.next();
+            connection
+                .read_reply(|reader| {
+                    let frame = reader.frame()?;
+                    reader.skip_children(frame)?;
+                    let Some(key) = key.take() else {
+                        return Ok(());
+                    };
+                    match frame {
+                        Frame::Nil => fetched.push(key, None),
+                        Frame::Bulk(bytes) => fetched.push(key, Some(bytes)),
+                        other => fetched.skip_odd(key, other),
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(StreamError::command("MGET"))?;
+        }
+    }
+    Ok(fetched)
 }
