@@ -240,7 +240,8 @@ impl Backend for ServiceBackend {
 
     fn directories(&self) -> Vec<String> {
         let files = self.files();
-        let mut directories = BTreeSet::new();
+        // The root is a directory too, listed first as the reference did.
+        let mut directories = BTreeSet::from(["/".to_owned()]);
         for file in &files {
             let mut rest = file.as_str();
             while let Some((parent, _)) = rest.rsplit_once('/') {
@@ -323,7 +324,13 @@ impl Backend for ServiceBackend {
     }
 
     fn validate(&self, rule: &Value, sample_metadata: Option<&Map<String, Value>>) -> Validation {
-        let rule: Rule = match serde_json::from_value(rule.clone()) {
+        let rule: Rule = match serde_json::from_value::<Rule>(rule.clone()) {
+            // A rule being drafted in an editor has no id yet (the reference's
+            // documented example sends none); only a saved document needs one.
+            Ok(rule) if rule.id.trim().is_empty() => Rule {
+                id: DRAFT_RULE_ID.to_owned(),
+                ..rule
+            },
             Ok(rule) => rule,
             Err(error) => {
                 return Validation {
@@ -382,14 +389,19 @@ impl Backend for ServiceBackend {
 
     fn services(&self) -> Value {
         let leader = self.inner.leader.lock().clone();
+        // The reference's shape (`current`, `isLeader`, `leader.redisUrl`), so
+        // its dashboard keeps working; metafuse never leads, it follows.
         json!({
             "leader": {
                 "hostname": leader.hostname,
                 "apiUrl": leader.api_url,
+                "redisUrl": without_password(&leader.redis_url),
                 "webdavUrl": leader.webdav_url,
                 "source": leader.source.to_string(),
             },
             "services": [],
+            "current": "meta-fuse",
+            "isLeader": false,
         })
     }
 
@@ -501,6 +513,29 @@ fn absolute(path: &str) -> String {
     }
 }
 
+/// `url` with the password of its user information replaced by `***`: the
+/// services route is unauthenticated and must not hand out Redis credentials.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user_info = &rest[..at];
+    let user = match user_info.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None if user_info.is_empty() => String::new(),
+        // A bare `redis://token@host` is some deployments' secret: hide it too.
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user}@{}", &rest[at + 1..])
+}
+
+/// The id a rule sent to `POST /api/fuse/rules/validate` without one is checked under.
+const DRAFT_RULE_ID: &str = "draft";
+
 /// A document holding only `rules` (preview and validation of drafts).
 fn draft_document(rules: Vec<Rule>) -> RulesDocument {
     RulesDocument {
@@ -510,5 +545,31 @@ fn draft_document(rules: Vec<Rule>) -> RulesDocument {
         last_modified: None,
         is_default: None,
         extra_fields: Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn without_password_hides_only_the_secret() {
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
+        assert_eq!(
+            without_password("rediss://user:s3cret@redis:6380/0"),
+            "rediss://user:***@redis:6380/0"
+        );
+        assert_eq!(
+            without_password("redis://:s3cret@redis:6379"),
+            "redis://:***@redis:6379"
+        );
+        assert_eq!(
+            without_password("redis://s3cret@redis"),
+            "redis://***@redis"
+        );
+        assert_eq!(without_password("not a url"), "not a url");
     }
 }

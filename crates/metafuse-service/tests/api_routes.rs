@@ -143,6 +143,11 @@ async fn every_route_answers_from_the_live_state() {
     assert!(files.contains(&json!(HEAT)));
     let directories = ok_json(address, "GET", "/api/fuse/directories", Value::Null).await;
     let directories = directories["directories"].as_array().expect("directories");
+    assert_eq!(
+        directories.first(),
+        Some(&json!("/")),
+        "the root is listed first"
+    );
     for expected in ["/Movies", "/Movies/Heat (1995)", "/TV Shows/Dark/S01"] {
         assert!(directories.contains(&json!(expected)), "{expected}");
     }
@@ -181,6 +186,22 @@ async fn every_route_answers_from_the_live_state() {
         "{validation}"
     );
 
+    // The documented example: a draft rule without an id validates and renders.
+    let validation = ok_json(
+        address,
+        "POST",
+        "/api/fuse/rules/validate",
+        json!({"rule": {"name": "Test", "template": "Movies/{title|originalTitle}/{fileName}",
+                "conditions": {"operator": "AND", "conditions": []}},
+            "sampleMetadata": {"title": "Inception", "fileName": "Inception.mkv"}}),
+    )
+    .await;
+    assert_eq!(validation["valid"], true, "{validation}");
+    assert_eq!(
+        validation["sampleOutput"], "Movies/Inception/Inception.mkv",
+        "{validation}"
+    );
+
     let variables = ok_json(address, "GET", "/api/fuse/rules/variables", Value::Null).await;
     assert!(
         variables
@@ -191,6 +212,10 @@ async fn every_route_answers_from_the_live_state() {
     );
     let services = ok_json(address, "GET", "/api/services", Value::Null).await;
     assert!(services["leader"].is_object(), "{services}");
+    // The reference's fields, which its dashboard reads.
+    assert_eq!(services["current"], "meta-fuse", "{services}");
+    assert_eq!(services["isLeader"], false, "{services}");
+    assert_eq!(services["leader"]["redisUrl"], redis.url(), "{services}");
 
     let (status, metrics) = http(address, "GET", "/metrics", "").await;
     assert_eq!(status, 200);
