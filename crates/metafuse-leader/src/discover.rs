@@ -158,7 +158,10 @@ impl Backoff {
 /// changes. Cancel-safe: dropping the future abandons the search and nothing else.
 pub async fn discover(config: &DiscoveryConfig) -> Result<Leader, LeaderError> {
     if let Some(redis_url) = &config.redis_url {
-        tracing::info!("using redis at {redis_url} (explicit redis url)");
+        tracing::info!(
+            "using redis at {} (explicit redis url)",
+            crate::redact_password(redis_url)
+        );
         return Ok(Leader {
             redis_url: redis_url.clone(),
             webdav_url: None,
@@ -220,7 +223,7 @@ pub(crate) fn log_found(leader: &Leader) {
     tracing::info!(
         "leader found: {} at {} (via {})",
         leader.hostname.as_deref().unwrap_or("unknown host"),
-        leader.redis_url,
+        crate::redact_password(&leader.redis_url),
         leader.source
     );
 }

@@ -70,7 +70,10 @@ async fn follow_info_file(
             Ok(content) => content,
             Err(problem) => {
                 wait_log.waiting(
-                    &format!("keeping leader {}", current.redis_url),
+                    &format!(
+                        "keeping leader {}",
+                        crate::redact_password(&current.redis_url)
+                    ),
                     &WaitReason::from(problem),
                 );
                 continue;
@@ -87,7 +90,10 @@ async fn follow_info_file(
             Ok(leader) => leader,
             Err(problem) => {
                 wait_log.waiting(
-                    &format!("keeping leader {}", current.redis_url),
+                    &format!(
+                        "keeping leader {}",
+                        crate::redact_password(&current.redis_url)
+                    ),
                     &WaitReason::from(problem),
                 );
                 continue;

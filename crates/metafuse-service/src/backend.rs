@@ -395,7 +395,7 @@ impl Backend for ServiceBackend {
             "leader": {
                 "hostname": leader.hostname,
                 "apiUrl": leader.api_url,
-                "redisUrl": without_password(&leader.redis_url),
+                "redisUrl": metafuse_leader::redact_password(&leader.redis_url),
                 "webdavUrl": leader.webdav_url,
                 "source": leader.source.to_string(),
             },
@@ -513,26 +513,6 @@ fn absolute(path: &str) -> String {
     }
 }
 
-/// `url` with the password of its user information replaced by `***`: the
-/// services route is unauthenticated and must not hand out Redis credentials.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let user_info = &rest[..at];
-    let user = match user_info.split_once(':') {
-        Some((user, _password)) => format!("{user}:***"),
-        None if user_info.is_empty() => String::new(),
-        // A bare `redis://token@host` is some deployments' secret: hide it too.
-        None => "***".to_owned(),
-    };
-    format!("{scheme}://{user}@{}", &rest[at + 1..])
-}
-
 /// The id a rule sent to `POST /api/fuse/rules/validate` without one is checked under.
 const DRAFT_RULE_ID: &str = "draft";
 
@@ -545,31 +525,5 @@ fn draft_document(rules: Vec<Rule>) -> RulesDocument {
         last_modified: None,
         is_default: None,
         extra_fields: Map::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_password;
-
-    #[test]
-    fn without_password_hides_only_the_secret() {
-        assert_eq!(
-            without_password("redis://127.0.0.1:6379/"),
-            "redis://127.0.0.1:6379/"
-        );
-        assert_eq!(
-            without_password("rediss://user:s3cret@redis:6380/0"),
-            "rediss://user:***@redis:6380/0"
-        );
-        assert_eq!(
-            without_password("redis://:s3cret@redis:6379"),
-            "redis://:***@redis:6379"
-        );
-        assert_eq!(
-            without_password("redis://s3cret@redis"),
-            "redis://***@redis"
-        );
-        assert_eq!(without_password("not a url"), "not a url");
     }
 }

@@ -333,7 +333,7 @@ async fn bootstrap_when_reachable(
             }
             Err(cause) => {
                 return Err(ServiceError::Bootstrap {
-                    url: redis_url.to_owned(),
+                    url: metafuse_leader::redact_password(redis_url),
                     cause,
                 });
             }
@@ -600,7 +600,7 @@ impl StateTask {
         let result = self.switch_leader_attempt(&leader).await;
         self.inner.status.set_phase(Phase::Tailing);
         if let Err(error) = result {
-            tracing::warn!(%error, redis_url = leader.redis_url, "switching to the new leader failed; retrying later, still serving the last good tree");
+            tracing::warn!(%error, redis_url = metafuse_leader::redact_password(&leader.redis_url), "switching to the new leader failed; retrying later, still serving the last good tree");
             let commands = self.inner.commands.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(LEADER_RETRY_DELAY).await;
