@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use metafuse_api::BackendSlot;
 use metafuse_fuse::{MountHandle, MountOptions};
 use metafuse_service::Service;
 use tokio::net::TcpListener;
@@ -94,13 +95,28 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
         })?),
         None => None,
     };
+    // The API answers from the start: health says `starting` while the
+    // service waits for a leader or Redis and bootstraps.
+    let backend = BackendSlot::empty();
+    let api = ApiServer::start(listener, backend.clone());
+
     let stop = stop_signal();
     tokio::pin!(stop);
-    let service = tokio::select! {
-        started = Service::start(settings.service.clone()) => started.map_err(start_failure)?,
-        () = &mut stop => return Ok(()),
+    let started = tokio::select! {
+        started = Service::start(settings.service.clone()) => Some(started),
+        () = &mut stop => None,
     };
-    let service = Arc::new(service);
+    let service = match started {
+        Some(Ok(service)) => Arc::new(service),
+        Some(Err(error)) => {
+            api.stop().await;
+            return Err(start_failure(error));
+        }
+        None => {
+            api.stop().await;
+            return Ok(());
+        }
+    };
 
     let mount = match &mountpoint {
         Some(mountpoint) => {
@@ -112,8 +128,14 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
             options.file_mode = settings.file_mode as u16;
             options.dir_mode = settings.dir_mode as u16;
             options.allow_other = settings.allow_other;
-            let handle = metafuse_fuse::mount(service.library(), options)
-                .map_err(|error| failure(EXIT_MOUNT)(anyhow::Error::new(error)))?;
+            let handle = match metafuse_fuse::mount(service.library(), options) {
+                Ok(handle) => handle,
+                Err(error) => {
+                    service.shutdown().await;
+                    api.stop().await;
+                    return Err(failure(EXIT_MOUNT)(anyhow::Error::new(error)));
+                }
+            };
             let handle = Arc::new(handle);
             let sink_handle = handle.clone();
             service.attach_invalidation_sink(Box::new(move |invalidations| {
@@ -124,34 +146,48 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
         None => None,
     };
 
-    let (stop_api, api_stopped) = watch::channel(false);
-    let api_task = listener.map(|listener| {
-        let address = listener
-            .local_addr()
-            .map(|address| address.to_string())
-            .unwrap_or_default();
-        tracing::info!(%address, "api listening");
-        let mut api_stopped = api_stopped.clone();
-        tokio::spawn(metafuse_api::serve(
-            listener,
-            service.backend(),
-            async move {
-                let _ = api_stopped.wait_for(|stopped| *stopped).await;
-            },
-        ))
-    });
+    backend.fill(service.backend());
 
     stop.await;
     service.shutdown().await;
-    let _ = stop_api.send(true);
-    if let Some(task) = api_task {
-        let _ = task.await;
-    }
+    api.stop().await;
     if let Some(handle) = mount {
         unmount(handle)?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP API, when enabled, served until [`ApiServer::stop`].
+struct ApiServer {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    fn start(listener: Option<TcpListener>, backend: BackendSlot) -> Self {
+        let stop = watch::Sender::new(false);
+        let task = listener.map(|listener| {
+            let address = listener
+                .local_addr()
+                .map(|address| address.to_string())
+                .unwrap_or_default();
+            tracing::info!(%address, "api listening");
+            let mut stopped = stop.subscribe();
+            tokio::spawn(metafuse_api::serve(listener, backend, async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            }))
+        });
+        ApiServer { stop, task }
+    }
+
+    /// Stops accepting, lets requests in flight finish.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
 }
 
 fn unmount(handle: Arc<MountHandle>) -> Result<(), Failure> {

@@ -19,4 +19,4 @@ pub use backend::{
     TemplateVariable, Validation,
 };
 pub use error::ApiError;
-pub use server::serve;
+pub use server::{BackendSlot, serve};

@@ -1,7 +1,6 @@
 //! Routing and the handlers: request JSON in, the reference's JSON out.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -11,9 +10,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::backend::{Backend, Health};
+use crate::backend::{Backend, Health, HealthStatus, StreamHealth};
 use crate::error::ApiError;
 use crate::prometheus;
+use crate::server::BackendSlot;
 use crate::timestamp::rfc3339_millis;
 
 /// Rules documents are the largest bodies; a few MiB is far above any real one.
@@ -73,10 +73,13 @@ fn route_for(path: &str) -> Option<(Route, &'static [Method])> {
 
 /// Answers one request; never fails at the HTTP level (errors are JSON responses).
 pub(crate) async fn handle(
-    backend: Arc<dyn Backend>,
+    backend: BackendSlot,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
-    let mut response = respond(backend.as_ref(), request).await;
+    let mut response = match backend.current() {
+        Some(backend) => respond(backend.as_ref(), request).await,
+        None => respond_starting(&request),
+    };
     // The MetaMesh dashboards call the API from another origin, as the
     // reference allowed.
     response.headers_mut().insert(
@@ -84,6 +87,41 @@ pub(crate) async fn handle(
         HeaderValue::from_static("*"),
     );
     Ok(response)
+}
+
+/// The answer before the service is ready: health says `starting` (the
+/// process is alive, so a liveness probe passes), everything else is 503.
+fn respond_starting(request: &Request<Incoming>) -> HttpResponse {
+    let path = request.uri().path();
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    match route_for(path) {
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            format!("no route for {} {}", request.method(), request.uri().path()),
+        ),
+        Some((Route::Health, _)) => json_response(
+            StatusCode::OK,
+            &health_body(Health {
+                status: HealthStatus::Starting,
+                redis_connected: false,
+                stream: StreamHealth {
+                    phase: "bootstrapping".to_owned(),
+                    ..StreamHealth::default()
+                },
+                rules_error: None,
+            }),
+        ),
+        Some(_) => {
+            let error = ApiError::Unavailable(
+                "metafuse is starting: waiting for its redis and the bootstrap".to_owned(),
+            );
+            json_response(error.status(), &error.body())
+        }
+    }
 }
 
 async fn respond(backend: &dyn Backend, request: Request<Incoming>) -> HttpResponse {

@@ -14,6 +14,52 @@ use tokio::task::JoinSet;
 use crate::backend::Backend;
 use crate::router::handle;
 
+/// Where the server finds its backend. A slot can start empty, so the API
+/// answers while the service is still waiting for a leader or for Redis, or
+/// bootstrapping: health then reports `starting` and the other routes 503.
+/// [`BackendSlot::fill`] makes the backend live for every connection at once.
+#[derive(Clone)]
+pub struct BackendSlot(watch::Sender<Option<Arc<dyn Backend>>>);
+
+impl BackendSlot {
+    /// A slot with no backend yet.
+    pub fn empty() -> Self {
+        BackendSlot(watch::Sender::new(None))
+    }
+
+    /// Serves `backend` from now on.
+    pub fn fill(&self, backend: Arc<dyn Backend>) {
+        self.0.send_replace(Some(backend));
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<dyn Backend>> {
+        self.0.borrow().clone()
+    }
+}
+
+impl From<Arc<dyn Backend>> for BackendSlot {
+    fn from(backend: Arc<dyn Backend>) -> Self {
+        BackendSlot(watch::Sender::new(Some(backend)))
+    }
+}
+
+impl<B: Backend> From<Arc<B>> for BackendSlot {
+    fn from(backend: Arc<B>) -> Self {
+        BackendSlot(watch::Sender::new(Some(backend)))
+    }
+}
+
+impl std::fmt::Debug for BackendSlot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.borrow().is_some() {
+            "filled"
+        } else {
+            "empty"
+        };
+        formatter.debug_tuple("BackendSlot").field(&state).finish()
+    }
+}
+
 /// A client that opens a connection and sends nothing is dropped after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop
@@ -28,9 +74,10 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// errors are logged and retried, never fatal.
 pub async fn serve(
     listener: TcpListener,
-    backend: Arc<dyn Backend>,
+    backend: impl Into<BackendSlot>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let backend = backend.into();
     let (stop_sender, stop_receiver) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -60,7 +107,7 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: tokio::net::TcpStream,
-    backend: Arc<dyn Backend>,
+    backend: BackendSlot,
     mut stop: watch::Receiver<bool>,
 ) {
     let service = service_fn(move |request| handle(backend.clone(), request));

@@ -1,0 +1,114 @@
+//! `metafuse serve` answers from the start: while its Redis is unreachable
+//! health says `starting` and the other routes 503, then it serves for real.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use metafuse_testkit::{RedisServer, Writer};
+
+/// Kills the child if the test fails half way.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` → (status code, body); `None` while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Polls `path` until `accept` holds; the limit only turns a hang into a
+/// failure.
+fn get_until(port: u16, path: &str, accept: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let started = Instant::now();
+    loop {
+        if let Some((status, body)) = get(port, path)
+            && accept(status, &body)
+        {
+            return (status, body);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{path} never answered as expected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_api_answers_starting_until_redis_is_back_then_serves() {
+    let mut redis = RedisServer::start_persistent().expect("redis");
+    let mut connection = redis.client().get_connection().expect("connect");
+    Writer::new(&mut connection, "")
+        .set_file(
+            "aaaa0001",
+            &[
+                ("title", "Heat"),
+                ("extension", "mkv"),
+                ("filePath", "heat.mkv"),
+            ],
+        )
+        .flush()
+        .expect("write");
+    drop(connection);
+    redis.kill();
+
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_metafuse"))
+        .args(["serve", "--preset", "default", "--redis-url"])
+        .arg(redis.url())
+        .arg("--api-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("CONFIG_DIR", config_dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run metafuse serve");
+    let mut child = ChildGuard(child);
+
+    let (_, health) = get_until(port, "/health", |status, _| status == 200);
+    assert!(health.contains(r#""status":"starting""#), "{health}");
+    let (status, body) = get(port, "/api/fuse/stats").expect("stats answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    let (status, _) = get(port, "/no/such/route").expect("answers");
+    assert_eq!(status, 404);
+
+    redis.restart().expect("redis again");
+    get_until(port, "/health", |_, body| body.contains(r#""status":"ok""#));
+    let (status, stats) = get(port, "/api/fuse/stats").expect("stats answers");
+    assert_eq!(status, 200, "{stats}");
+    assert!(stats.contains(r#""fileCount":1"#), "{stats}");
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let exit = child.0.wait().expect("wait");
+    assert_eq!(exit.code(), Some(0));
+}
