@@ -69,13 +69,7 @@ async fn follow_info_file(
         let content = match read_info_file(&path).await {
             Ok(content) => content,
             Err(problem) => {
-                wait_log.waiting(
-                    &format!(
-                        "keeping leader {}",
-                        crate::redact_password(&current.redis_url)
-                    ),
-                    &WaitReason::from(problem),
-                );
+                wait_log.waiting(&keeping(&current), &WaitReason::from(problem));
                 continue;
             }
         };
@@ -89,13 +83,7 @@ async fn follow_info_file(
         {
             Ok(leader) => leader,
             Err(problem) => {
-                wait_log.waiting(
-                    &format!(
-                        "keeping leader {}",
-                        crate::redact_password(&current.redis_url)
-                    ),
-                    &WaitReason::from(problem),
-                );
+                wait_log.waiting(&keeping(&current), &WaitReason::from(problem));
                 continue;
             }
         };
@@ -111,4 +99,12 @@ async fn follow_info_file(
             }
         }
     }
+}
+
+/// The context of a wait line while the current leader stays in force.
+fn keeping(current: &Leader) -> String {
+    format!(
+        "keeping leader {}",
+        crate::redact_password(&current.redis_url)
+    )
 }
