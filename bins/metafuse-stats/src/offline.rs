@@ -79,14 +79,18 @@ pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
         dump(&projection, &mut stdout)
     } else if arguments.json {
         let summary = json!({
-            "fileCount": stats.file_count,
+            // The same meanings as `GET /api/fuse/stats`: `fileCount` is what
+            // the mount shows, `stateSize` the files the state knows.
+            "fileCount": stats.files_complete,
             "filesComplete": stats.files_complete,
+            "filesKnown": stats.file_count,
             "eventsProcessed": stats.events_processed,
             "propertiesFetched": stats.properties_fetched,
             "propertiesSkipped": stats.properties_skipped,
             "malformedEntries": stats.malformed_entries,
             "lastEventId": stats.last_event_id,
-            "stateSize": stats.state_size,
+            "stateSize": stats.file_count,
+            "stateBytes": stats.state_size,
             "bytesPerFile": bytes_per_file,
             "bootstrapMs": report.elapsed.as_millis() as u64,
             "strategy": report.strategy_used.name(),

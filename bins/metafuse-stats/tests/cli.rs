@@ -89,6 +89,42 @@ fn list_prints_every_virtual_path_sorted_with_collision_suffixes()
 }
 
 #[test]
+fn json_reports_the_bootstrap_with_the_api_meanings() -> Result<(), Box<dyn std::error::Error>> {
+    let redis = RedisServer::start()?;
+    seed_sample_library(&redis)?;
+    // A file the state knows but the mount does not show: no filePath.
+    let mut connection = redis.client().get_connection()?;
+    Writer::new(&mut connection, "")
+        .set("0000pathless", "title", "No Path")
+        .flush()?;
+    let output = stats_command()
+        .args(["--redis-url", &redis.url(), "--json"])
+        .output()?;
+    assert!(output.status.success(), "stderr: {}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output))?;
+    assert_eq!(summary["fileCount"], EXPECTED_SAMPLE_PATHS.len());
+    assert_eq!(summary["filesComplete"], EXPECTED_SAMPLE_PATHS.len());
+    assert_eq!(summary["filesKnown"], EXPECTED_SAMPLE_PATHS.len() + 1);
+    assert_eq!(summary["stateSize"], EXPECTED_SAMPLE_PATHS.len() + 1);
+    assert!(
+        summary["stateBytes"]
+            .as_u64()
+            .is_some_and(|bytes| bytes > 0),
+        "{summary}"
+    );
+    for field in [
+        "eventsProcessed",
+        "propertiesFetched",
+        "propertiesSkipped",
+        "bootstrapMs",
+    ] {
+        assert!(summary[field].is_u64(), "{field} in {summary}");
+    }
+    assert!(summary["strategy"].is_string(), "{summary}");
+    Ok(())
+}
+
+#[test]
 fn list_follows_the_chosen_preset() -> Result<(), Box<dyn std::error::Error>> {
     let redis = RedisServer::start()?;
     seed_sample_library(&redis)?;
