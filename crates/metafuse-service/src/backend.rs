@@ -1,7 +1,7 @@
 //! The HTTP API's view of the service: quick reads of the live tree, and
 //! changes handed to the state task.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,6 +11,7 @@ use metafuse_api::{
     TemplateVariable, Validation,
 };
 use metafuse_rules::{Metadata, Rule, Rules, RulesDocument, Severity};
+use metafuse_stream::{FetchPlan, FetchedValues, Source};
 use metafuse_vfs::{Library, NodeRef};
 use serde_json::{Map, Value, json};
 
@@ -307,9 +308,8 @@ impl Backend for ServiceBackend {
         limit: usize,
     ) -> BoxFuture<'_, Result<Preview, ApiError>> {
         Box::pin(async move {
-            let library = self.inner.library.read();
             let candidate = match rules {
-                None => library.rules().clone(),
+                None => self.inner.library.read().rules().clone(),
                 Some(rules) => {
                     let rules: Vec<Rule> = serde_json::from_value(rules).map_err(|error| {
                         ApiError::BadRequest(format!("invalid \"rules\": {error}"))
@@ -319,7 +319,37 @@ impl Backend for ServiceBackend {
                     Arc::new(compiled)
                 }
             };
-            Ok(preview(&library, &candidate, limit))
+            // A draft may use properties the live rules do not track: fetch
+            // them for the files previewed, as a rules change would.
+            let plan = {
+                let library = self.inner.library.read();
+                let projection = library.projection();
+                FetchPlan {
+                    hash_ids: projection
+                        .complete_files()
+                        .take(limit)
+                        .map(|(hash_id, _)| hash_id.to_owned())
+                        .collect(),
+                    properties: candidate
+                        .relevant_properties()
+                        .added_since(projection.relevant()),
+                    nested_prefixes: Vec::new(),
+                }
+            };
+            let extra = if plan.is_empty() {
+                FetchedValues::default()
+            } else {
+                let redis_url = self.inner.leader.lock().redis_url.clone();
+                let mut source = Source::connect(&redis_url, &self.inner.config.prefix)
+                    .await
+                    .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+                source
+                    .fetch_plan(&plan)
+                    .await
+                    .map_err(|error| ApiError::Unavailable(error.to_string()))?
+            };
+            let library = self.inner.library.read();
+            Ok(preview(&library, &candidate, limit, &extra))
         })
     }
 
@@ -464,7 +494,18 @@ const TEMPLATE_VARIABLES: &[(&str, &str, &str, &[&str])] = &[
     ("extra", "Whether the file is an extra", "true", &[]),
 ];
 
-fn preview(library: &Library, rules: &Rules, limit: usize) -> Preview {
+/// Renders the first `limit` visible files with `rules`, from their tracked
+/// properties plus `extra` values fetched for the draft.
+fn preview(library: &Library, rules: &Rules, limit: usize, extra: &FetchedValues) -> Preview {
+    let mut extra_by_file: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for fetched in extra.iter() {
+        if let Some(value) = fetched.value {
+            extra_by_file
+                .entry(fetched.hash_id)
+                .or_default()
+                .push((fetched.property, value));
+        }
+    }
     let tree = library.tree();
     let mut previews = Vec::new();
     let mut total = 0u64;
@@ -473,7 +514,11 @@ fn preview(library: &Library, rules: &Rules, limit: usize) -> Preview {
         if previews.len() >= limit {
             continue;
         }
-        let metadata = Metadata::new(file.properties());
+        let extra = extra_by_file
+            .get(hash_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let metadata = Metadata::new(file.properties().chain(extra.iter().copied()));
         let rendered = rules.render(hash_id, &metadata);
         let current_path = tree
             .file_by_hash(hash_id)

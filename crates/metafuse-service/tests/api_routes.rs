@@ -61,6 +61,8 @@ async fn every_route_answers_from_the_live_state() {
     seed_movie(&mut connection, "aaaa0002", "Ronin", "1998");
     seed_episode(&mut connection, "bbbb0001", "01");
     seed_episode(&mut connection, "bbbb0002", "02");
+    // A property no shipped rule uses: only a draft rule below asks for it.
+    let _ = set(&mut connection, "aaaa0001", "genre", "Crime");
     const N_SEEDED_FILES: u64 = 4;
 
     let directory = tempfile::tempdir().expect("tempdir");
@@ -101,8 +103,9 @@ async fn every_route_answers_from_the_live_state() {
     let stats = ok_json(address, "GET", "/api/fuse/stats", Value::Null).await;
     assert_eq!(stats["fileCount"], N_SEEDED_FILES);
     assert_eq!(stats["stateBuilder"]["filesComplete"], N_SEEDED_FILES);
-    // One event per write: 6 per movie, 7 per episode, plus the live change.
-    assert_eq!(stats["stateBuilder"]["eventsProcessed"], 2 * 6 + 2 * 7 + 1);
+    // One event per write: 6 per movie, 7 per episode, the genre, and the
+    // live change.
+    assert_eq!(stats["stateBuilder"]["eventsProcessed"], 2 * 6 + 2 * 7 + 1 + 1);
     assert_eq!(
         stats["stateBuilder"]["lastEventId"],
         json!(service.last_applied_event_id())
@@ -169,6 +172,24 @@ async fn every_route_answers_from_the_live_state() {
         .filter_map(|entry| entry["newPath"].as_str())
         .collect();
     assert!(new_paths.contains(&HEAT), "{preview}");
+
+    // A draft using an untracked property previews with its value from Redis.
+    let draft = ok_json(
+        address,
+        "POST",
+        "/api/fuse/rules/preview",
+        json!({"rules": [{"id": "by-genre", "name": "By genre", "enabled": true, "priority": 1,
+            "conditions": {"operator": "AND", "conditions": [{"type": "EXISTS", "field": "genre"}]},
+            "template": "Genres/{genre}/{title}.{extension}", "fallbackToUnsorted": false}]}),
+    )
+    .await;
+    let draft_paths: Vec<&str> = draft["previews"]
+        .as_array()
+        .expect("previews")
+        .iter()
+        .filter_map(|entry| entry["newPath"].as_str())
+        .collect();
+    assert!(draft_paths.contains(&"/Genres/Crime/Heat.mkv"), "{draft}");
 
     let validation = ok_json(
         address,
