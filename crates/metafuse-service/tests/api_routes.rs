@@ -105,7 +105,10 @@ async fn every_route_answers_from_the_live_state() {
     assert_eq!(stats["stateBuilder"]["filesComplete"], N_SEEDED_FILES);
     // One event per write: 6 per movie, 7 per episode, the genre, and the
     // live change.
-    assert_eq!(stats["stateBuilder"]["eventsProcessed"], 2 * 6 + 2 * 7 + 1 + 1);
+    assert_eq!(
+        stats["stateBuilder"]["eventsProcessed"],
+        2 * 6 + 2 * 7 + 1 + 1
+    );
     assert_eq!(
         stats["stateBuilder"]["lastEventId"],
         json!(service.last_applied_event_id())
