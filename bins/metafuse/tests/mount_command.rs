@@ -3,34 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use metafuse_testkit::{RedisServer, Writer};
-
-fn is_mounted(mountpoint: &std::path::Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-    let wanted = mountpoint.display().to_string();
-    mounts
-        .lines()
-        .any(|line| line.split(' ').nth(1) == Some(wanted.as_str()))
-}
-
-/// Kills the child and lazily unmounts if the test fails half way.
-struct ChildGuard {
-    child: std::process::Child,
-    mountpoint: std::path::PathBuf,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .status();
-        }
-    }
-}
+use metafuse_testkit::{MountingChild, RedisServer, Writer, is_mounted};
 
 #[test]
 fn sigterm_unmounts_and_exits_zero() {
@@ -68,10 +41,7 @@ fn sigterm_unmounts_and_exits_zero() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn metafuse");
-    let mut guard = ChildGuard {
-        child,
-        mountpoint: mountpoint.clone(),
-    };
+    let mut guard = MountingChild::new(child, &mountpoint);
 
     // The "mounted" log line is the event that says the mount is up.
     let stderr = guard.child.stderr.take().expect("stderr");

@@ -8,10 +8,11 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Fixture, is_mounted};
+use metafuse_testkit::{MountingChild, is_mounted};
+use support::Fixture;
 
 /// Set (to the mountpoint) only in the re-executed child.
 const CHILD_MOUNTPOINT_VARIABLE: &str = "METAFUSE_FUSE_TEST_CHILD_MOUNTPOINT";
@@ -35,25 +36,6 @@ fn child_mounts_and_blocks_until_killed() {
     println!("{CHILD_READY_LINE}");
     let _ = io::stdin().read_to_end(&mut Vec::new());
     handle.unmount().expect("unmount");
-}
-
-/// Kills the child and detaches a leftover mount even when the test fails.
-struct Cleanup {
-    child: Child,
-    mountpoint: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .status();
-        }
-    }
 }
 
 /// Blocks until the mount table of this namespace changes after `mounts`
@@ -102,10 +84,7 @@ fn a_killed_process_leaves_no_dead_mount() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("child");
-    let mut cleanup = Cleanup {
-        child,
-        mountpoint: mountpoint.clone(),
-    };
+    let mut cleanup = MountingChild::new(child, &mountpoint);
     let stdout = cleanup.child.stdout.take().expect("child stdout");
     let mounted = BufReader::new(stdout)
         .lines()

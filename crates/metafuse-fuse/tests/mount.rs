@@ -9,8 +9,10 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 
+use metafuse_testkit::is_mounted;
 use support::{
-    Fixture, SourceFile, apply, contents, library_files, movie, values_of, walk, write_source,
+    Fixture, SourceFile, apply, contents, library_files, movie, names_in, values_of, walk,
+    write_source,
 };
 
 #[test]
@@ -125,16 +127,7 @@ fn live_changes_are_visible_right_after_invalidate() {
     );
     let ronin = fixture.at("/Movies/Ronin (1998)/Ronin (1998).mkv");
     assert_eq!(fs::read(&ronin).expect("read"), contents(8, 4_321));
-    let listing: Vec<String> = fs::read_dir(fixture.at("/Movies/Heat (1995)"))
-        .expect("read_dir")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .into_string()
-                .expect("utf-8")
-        })
-        .collect();
+    let listing = names_in(&fixture.at("/Movies/Heat (1995)"));
     assert_eq!(listing, ["Heat (1995).mkv"]);
 
     // Attributes change in place.
@@ -217,17 +210,10 @@ fn a_missing_source_stays_listed_and_reads_give_eio() {
 fn unmount_leaves_no_mount_behind() {
     let fixture = Fixture::new(&library_files());
     let handle = fixture.mount(true);
-    let mountpoint = fs::canonicalize(fixture.mountpoint.path()).expect("canonical");
-    let is_mounted = || {
-        fs::read_to_string("/proc/self/mounts")
-            .expect("mounts")
-            .lines()
-            .any(|line| line.split(' ').nth(1) == Some(mountpoint.to_str().expect("utf-8")))
-    };
-    assert!(is_mounted());
+    assert!(is_mounted(fixture.mountpoint.path()));
     eprintln!("auto unmount: {}", handle.auto_unmount());
     handle.unmount().expect("unmount");
-    assert!(!is_mounted());
+    assert!(!is_mounted(fixture.mountpoint.path()));
     assert_eq!(
         fs::read_dir(fixture.mountpoint.path())
             .expect("plain dir")

@@ -12,20 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Fixture, apply, library_files};
-
-fn names_in(directory: &Path) -> Vec<String> {
-    fs::read_dir(directory)
-        .expect("read_dir")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .into_string()
-                .expect("utf-8")
-        })
-        .collect()
-}
+use support::{Fixture, apply, library_files, names_in};
 
 /// Values making movie `index` of a numbered series visible.
 fn numbered_movie(prefix: &str, index: usize) -> Vec<(String, String, Option<String>)> {

@@ -399,7 +399,7 @@ fn a_vanished_server_gives_eio_and_the_mount_stays_up() {
     let error = fs::read(mounted_path(&fixture, second.hash_id)).expect_err("server gone");
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
 
-    assert!(support::is_mounted(fixture.mountpoint.path()));
+    assert!(metafuse_testkit::is_mounted(fixture.mountpoint.path()));
     assert_eq!(
         walk(fixture.mountpoint.path()),
         fixture.library.read().file_paths().into_iter().collect()

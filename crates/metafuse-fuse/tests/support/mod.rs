@@ -178,14 +178,16 @@ pub fn library_files() -> Vec<SourceFile> {
     ]
 }
 
-/// Whether `mountpoint` is listed in this mount namespace's mount table.
-pub fn is_mounted(mountpoint: &Path) -> bool {
-    // Not the mountpoint itself: a dead FUSE mount answers ENOTCONN.
-    let parent = fs::canonicalize(mountpoint.parent().expect("parent")).expect("canonical parent");
-    let mountpoint = parent.join(mountpoint.file_name().expect("file name"));
-    let mountpoint = mountpoint.to_str().expect("utf-8 mountpoint");
-    fs::read_to_string("/proc/self/mounts")
-        .expect("mounts")
-        .lines()
-        .any(|line| line.split(' ').nth(1) == Some(mountpoint))
+/// The names in `directory`, in listing order.
+pub fn names_in(directory: &Path) -> Vec<String> {
+    fs::read_dir(directory)
+        .expect("read_dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8")
+        })
+        .collect()
 }

@@ -55,12 +55,7 @@ impl Drop for MountGuard {
                 Ok(handle) => {
                     let _ = handle.unmount();
                 }
-                Err(_) => {
-                    let _ = std::process::Command::new("umount")
-                        .arg("-l")
-                        .arg(&self.mountpoint)
-                        .status();
-                }
+                Err(_) => metafuse_testkit::lazy_unmount(&self.mountpoint),
             }
         }
     }
