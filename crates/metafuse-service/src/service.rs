@@ -27,9 +27,10 @@ pub type InvalidationSink = Box<dyn Fn(&[Invalidation]) + Send + Sync>;
 
 /// Pause before a failed leader switch is tried again.
 const LEADER_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// First pause between failed resynchronisation attempts; doubles up to the max.
-const RESYNC_FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const RESYNC_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First pause between failed attempts to reach Redis (start-up bootstrap,
+/// resynchronisation); doubles up to the max.
+const REDIS_RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const REDIS_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A running service: a live tree fed from Redis.
 pub struct Service {
@@ -305,7 +306,7 @@ async fn bootstrap_when_reachable(
     config: &ServiceConfig,
     relevant: &RelevantProperties,
 ) -> Result<(Source, Projection, BootstrapReport), ServiceError> {
-    let mut backoff = RESYNC_FIRST_BACKOFF;
+    let mut backoff = REDIS_RETRY_FIRST_BACKOFF;
     let mut n_failed_attempts = 0_u64;
     loop {
         let attempt = async {
@@ -329,7 +330,7 @@ async fn bootstrap_when_reachable(
                 }
                 n_failed_attempts += 1;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RESYNC_MAX_BACKOFF);
+                backoff = (backoff * 2).min(REDIS_RETRY_MAX_BACKOFF);
             }
             Err(cause) => {
                 return Err(ServiceError::Bootstrap {
@@ -444,7 +445,7 @@ impl StateTask {
                     // Not a connection problem (those are retried inside):
                     // pause so a persistent error does not spin.
                     tracing::error!(%error, "reading the stream failed; retrying");
-                    tokio::time::sleep(RESYNC_MAX_BACKOFF).await;
+                    tokio::time::sleep(REDIS_RETRY_MAX_BACKOFF).await;
                 }
             }
         }
@@ -580,14 +581,14 @@ impl StateTask {
     }
 
     async fn resynchronise_until_done(&mut self) {
-        let mut backoff = RESYNC_FIRST_BACKOFF;
+        let mut backoff = REDIS_RETRY_FIRST_BACKOFF;
         loop {
             match self.resynchronise_once().await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "resynchronisation failed; still serving the last good tree");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RESYNC_MAX_BACKOFF);
+                    backoff = (backoff * 2).min(REDIS_RETRY_MAX_BACKOFF);
                 }
             }
         }
