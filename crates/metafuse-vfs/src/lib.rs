@@ -7,6 +7,7 @@
 //! handle the FUSE mount and the HTTP API read from.
 #![warn(missing_docs)]
 
+mod change;
 mod library;
 mod names;
 mod tree;
@@ -14,5 +15,6 @@ mod tree;
 #[cfg(test)]
 mod tree_tests;
 
+pub use change::{ChangeBatch, ChangeCause, PathChange, PathChangeKind};
 pub use library::{Library, SharedLibrary};
 pub use tree::{FileSpec, Invalidation, NodeKind, NodeRef, ROOT_INODE, Tree, TreeBuilder};
