@@ -209,7 +209,7 @@ impl Service {
             // A cancelled task reports a JoinError; that is the point.
             let _ = task.await;
         }
-        self.inner.detach_invalidation_sinks();
+        self.inner.detach_invalidation_sinks().await;
         self.inner.status.set_phase(Phase::Stopped);
         tracing::info!("service stopped");
     }
@@ -220,7 +220,7 @@ impl Drop for Service {
         for task in self.tasks.lock().iter() {
             task.abort();
         }
-        self.inner.detach_invalidation_sinks();
+        self.inner.abort_invalidation_sinks();
     }
 }
 
