@@ -9,7 +9,10 @@
 //! change at the top level pends it, and it absorbs everything.
 //!
 //! A directory is due `debounce` after its last change, or `max_delay`
-//! after its first one if it never goes quiet.
+//! after its first one if it never goes quiet. When one is due, every
+//! directory that would be due within a quarter of the debounce goes with
+//! it: a burst spread over a few milliseconds (10k changes across 500
+//! directories) leaves as one notification, not as one per timer tick.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -209,12 +212,16 @@ impl Coalescer {
         (pending.last_change + self.debounce).min(pending.first_change + self.max_delay)
     }
 
-    /// Takes out every directory due at `now`.
+    /// Takes out every directory due at `now`, with those nearly due.
     pub(crate) fn take_due(&mut self, now: Instant) -> Option<Flush> {
+        if self.next_deadline().is_none_or(|deadline| deadline > now) {
+            return None;
+        }
+        let grouped_until = now + self.debounce / 4;
         let due: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, pending)| self.deadline(pending) <= now)
+            .filter(|(_, pending)| self.deadline(pending) <= grouped_until)
             .map(|(path, _)| path.clone())
             .collect();
         if due.is_empty() {
@@ -336,21 +343,29 @@ mod tests {
     fn each_directory_waits_for_its_own_quiet_time_and_max_delay_caps_it() {
         let mut coalescer = Coalescer::new(Duration::from_secs(5), Duration::from_secs(12));
         let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
         let file = |path: &str| batch(vec![change(PathChangeKind::Changed, path, false)]);
-        coalescer.add_batch(&file("A/x.mkv"), start);
-        coalescer.add_batch(&file("B/y.mkv"), start + Duration::from_secs(3));
+        coalescer.add_batch(&file("A/x.mkv"), at(0));
+        coalescer.add_batch(&file("B/y.mkv"), at(3));
+        coalescer.add_batch(&file("C/z.mkv"), at(4));
         assert_eq!(
-            directories(coalescer.take_due(start + Duration::from_secs(5))),
+            directories(coalescer.take_due(at(5))),
             vec![("A".to_owned(), DirectoryChange::Modified)]
         );
-        // B keeps changing every 4 s: due at 3 + 12 s at the latest.
-        for second in [7, 11, 15] {
-            coalescer.add_batch(&file("B/y.mkv"), start + Duration::from_secs(second));
-        }
+        // C, quiet for 4 of the 5 s when B goes, goes with it.
+        assert_eq!(coalescer.take_due(at(7)), None);
         assert_eq!(
-            coalescer.next_deadline(),
-            Some(start + Duration::from_secs(15))
+            directories(coalescer.take_due(at(8))),
+            vec![
+                ("B".to_owned(), DirectoryChange::Modified),
+                ("C".to_owned(), DirectoryChange::Modified),
+            ]
         );
+        // D keeps changing every 4 s: due 12 s after its first change.
+        for second in [10, 14, 18] {
+            coalescer.add_batch(&file("D/y.mkv"), at(second));
+        }
+        assert_eq!(coalescer.next_deadline(), Some(at(22)));
     }
 
     #[test]

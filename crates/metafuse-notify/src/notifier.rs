@@ -104,7 +104,9 @@ impl Notifier {
 /// Feeds a running notifier; dropping it flushes what is pending at once.
 #[derive(Debug)]
 pub struct NotifierHandle {
-    sender: Option<mpsc::Sender<Arc<ChangeBatch>>>,
+    /// Each batch with the time it was pushed: the debounce counts from
+    /// the change, not from when this task got round to it.
+    sender: Option<mpsc::Sender<(Instant, Arc<ChangeBatch>)>>,
     overflowed: Arc<AtomicBool>,
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
@@ -117,7 +119,9 @@ impl NotifierHandle {
         let Some(sender) = &self.sender else {
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(batch)) = sender.try_send(batch) {
+        if let Err(mpsc::error::TrySendError::Full((_, batch))) =
+            sender.try_send((Instant::now(), batch))
+        {
             self.counters
                 .coalesced
                 .fetch_add(batch.changes.len() as u64, Ordering::Relaxed);
@@ -156,7 +160,7 @@ impl NotifierHandle {
 }
 
 async fn coalesce(
-    mut receiver: mpsc::Receiver<Arc<ChangeBatch>>,
+    mut receiver: mpsc::Receiver<(Instant, Arc<ChangeBatch>)>,
     mut coalescer: Coalescer,
     overflowed: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -173,8 +177,8 @@ async fn coalesce(
         let deadline = coalescer.next_deadline();
         tokio::select! {
             received = receiver.recv() => match received {
-                Some(batch) => {
-                    let n_coalesced = coalescer.add_batch(&batch, Instant::now());
+                Some((pushed_at, batch)) => {
+                    let n_coalesced = coalescer.add_batch(&batch, pushed_at);
                     counters.coalesced.fetch_add(n_coalesced, Ordering::Relaxed);
                 }
                 None => break,
