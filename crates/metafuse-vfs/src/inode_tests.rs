@@ -28,6 +28,7 @@ fn inodes_by_key(tree: &Tree) -> BTreeMap<String, u64> {
         for child in tree.children(directory).expect("directory") {
             let ino = child.ino();
             assert!(ino > ROOT_INODE, "inode {ino} is reserved");
+            assert!(ino < 1 << 53, "inode {ino} fits a double");
             assert_eq!(child.parent_ino(), directory, "parent of {ino}");
             let path = tree.path_of(ino).expect("path");
             assert_eq!(tree.resolve(&path).map(|node| node.ino()), Some(ino));
