@@ -31,5 +31,5 @@ mod notifier;
 mod spec;
 mod target;
 
-pub use notifier::{Notifier, NotifierHandle, NotifyMetrics};
+pub use notifier::{Notifier, NotifierHandle, NotifyMetrics, NotifyMetricsSource};
 pub use spec::{NotifierSpec, NotifyConfig, SpecError};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use metafuse_vfs::ChangeBatch;
-use tokio::sync::mpsc;
+use metafuse_vfs::{ChangeBatch, ChangeCause};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -41,6 +41,30 @@ struct Counters {
     failed: AtomicU64,
     coalesced: AtomicU64,
     abandoned: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> NotifyMetrics {
+        NotifyMetrics {
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Reads a notifier's counters from anywhere (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct NotifyMetricsSource {
+    counters: Arc<Counters>,
+}
+
+impl NotifyMetricsSource {
+    /// The counters so far.
+    pub fn snapshot(&self) -> NotifyMetrics {
+        self.counters.snapshot()
+    }
 }
 
 /// Starts notifiers.
@@ -135,12 +159,43 @@ impl NotifierHandle {
 
     /// The counters so far.
     pub fn metrics(&self) -> NotifyMetrics {
-        NotifyMetrics {
-            sent: self.counters.sent.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
-            coalesced: self.counters.coalesced.load(Ordering::Relaxed),
-            abandoned: self.counters.abandoned.load(Ordering::Relaxed),
+        self.counters.snapshot()
+    }
+
+    /// A reader of the counters that outlives moving the handle into a
+    /// task (for `/metrics`).
+    pub fn metrics_source(&self) -> NotifyMetricsSource {
+        NotifyMetricsSource {
+            counters: self.counters.clone(),
         }
+    }
+
+    /// Follows a change feed until it closes, then shuts down (sending
+    /// what is pending). Batches missed because the receiver lagged become
+    /// one library-wide refresh: nothing changed is ever left unsent.
+    pub fn follow(self, mut changes: broadcast::Receiver<Arc<ChangeBatch>>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(batch) => self.push(batch),
+                    Err(broadcast::error::RecvError::Lagged(n_missed)) => {
+                        tracing::warn!(
+                            n_missed,
+                            "notifications missed change batches; refreshing the whole library"
+                        );
+                        self.counters
+                            .coalesced
+                            .fetch_add(n_missed, Ordering::Relaxed);
+                        self.push(Arc::new(ChangeBatch {
+                            cause: ChangeCause::Resync,
+                            changes: Vec::new(),
+                        }));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            self.shutdown().await;
+        })
     }
 
     /// Whether any target is configured.

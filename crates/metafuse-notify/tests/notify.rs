@@ -357,6 +357,47 @@ async fn push_never_waits_and_a_flood_becomes_one_library_refresh() {
 }
 
 #[tokio::test]
+async fn following_a_feed_turns_missed_batches_into_one_library_refresh() {
+    let mut plex = plex(0).await;
+    let notifier = Notifier::spawn(config(&format!("plex={},token=t", plex.url())), PREFIX);
+    let metrics = notifier.metrics_source();
+    let (feed, receiver) = tokio::sync::broadcast::channel(2);
+    let follower = notifier.follow(receiver);
+    // Five batches into a feed of two before the follower runs: it lags.
+    for n in 0..5 {
+        feed.send(batch(
+            ChangeCause::Event,
+            vec![change(
+                PathChangeKind::Added,
+                &format!("Movies/M{n}/m.mkv"),
+                false,
+            )],
+        ))
+        .expect("a receiver");
+    }
+    assert_eq!(plex.next_refresh().await.uri, "/library/sections/1/refresh");
+    assert_eq!(plex.next_refresh().await.uri, "/library/sections/2/refresh");
+    // Closing the feed shuts the notifier down, sending what is pending.
+    feed.send(batch(
+        ChangeCause::Event,
+        vec![change(
+            PathChangeKind::Added,
+            "Movies/Sentinel/Sentinel.mkv",
+            false,
+        )],
+    ))
+    .expect("a receiver");
+    drop(feed);
+    assert_eq!(plex.next_refresh().await.uri, SENTINEL_SCAN);
+    follower.await.expect("follower");
+    assert!(
+        metrics.snapshot().coalesced >= 3,
+        "{:?}",
+        metrics.snapshot()
+    );
+}
+
+#[tokio::test]
 async fn a_configured_plex_section_needs_no_discovery() {
     let mut plex = plex(0).await;
     let notifier = Notifier::spawn(
