@@ -1,27 +1,6 @@
 //! What each kind of target is sent for a [`Flush`]: planned as a list of
-//! calls (so a failed one is retried alone), then performed.
-//!
-//! Paths are sent as the media server sees them: `{media_path_prefix}/{dir}`.
-//!
-//! - **Plex**: `GET {url}/library/sections/{key}/refresh?path={media path}`
-//!   per directory, in the section whose location holds it (sections and
-//!   locations from `GET {url}/library/sections`, JSON); a section with
-//!   more than `max_directories` directories, a directory above a
-//!   location, or everything → `GET {url}/library/sections/{key}/refresh`
-//!   for each section under the mount. Token in `X-Plex-Token`.
-//! - **Jellyfin / Emby**: `POST {url}/Library/Media/Updated` with
-//!   `{"Updates":[{"Path":…,"UpdateType":"Created"|"Modified"}]}`; everything
-//!   or too many → `POST {url}/Library/Refresh`. Jellyfin gets the key as
-//!   `Authorization: MediaBrowser Token="K"` (Jellyfin 12 no longer reads
-//!   the legacy `X-Emby-Token`, 10.x reads both); Emby as `X-Emby-Token`.
-//! - **exec**: the program with the media paths as arguments and on stdin,
-//!   one per line, and `METAFUSE_NOTIFY_SCOPE=directories`; everything or
-//!   too many → the prefix alone and `METAFUSE_NOTIFY_SCOPE=all`. A non-zero
-//!   exit is a failure (retried).
-//! - **webhook**: `POST` of `application/json`:
-//!   `{"scope":"directories"|"all","mediaPathPrefix":"/mnt/library",
-//!   "directories":[{"path":"TV Shows/Dark","mediaPath":"/mnt/library/TV Shows/Dark","change":"created"|"modified"}]}`
-//!   (`directories` is empty when the scope is `all`).
+//! calls (so a failed one is retried alone), then performed. The wire
+//! formats are documented in the crate docs (lib.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
