@@ -29,12 +29,12 @@
 //! keys in sorted key order ([`Tree::settle_probed_inodes`]), so the numbers
 //! depend on the set of files alone. While mounted a live node is never
 //! renumbered, so a collision first met by a live upsert can give the two
-//! keys other numbers after a restart — only on a real 64-bit collision.
+//! keys other numbers after a restart — only on a real (53-bit) collision.
 //!
 //! "Never reused while mounted": a number is never given to a key while
 //! another key holds it; a departed key's number can come back only for the
 //! same key (the same file or directory, which is wanted) or for a key whose
-//! hash collides with it (probability 2^-64 per pair). Remembering every
+//! hash collides with it (probability 2^-53 per pair). Remembering every
 //! departed number would make that exact, at memory growing with churn; we
 //! chose not to.
 
