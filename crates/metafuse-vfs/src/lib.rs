@@ -16,6 +16,8 @@ mod names;
 mod tree;
 
 #[cfg(test)]
+mod inode_tests;
+#[cfg(test)]
 mod tree_tests;
 
 pub use change::{ChangeBatch, ChangeCause, PathChange, PathChangeKind, TreeChanges};

@@ -15,15 +15,35 @@
 //!
 //! # Inodes
 //! A file's inode follows its hashId (a file moved by a rule change keeps
-//! it); a directory's inode follows its path. Numbers are never reused, and
-//! [`Tree::rebuild_from`] carries both identities over from the previous tree.
+//! it); a directory's inode follows its path. The number is *derived* from
+//! that key (XXH3-64 cut to 53 bits: a specified algorithm, no per-process
+//! seed), so a restart — a fresh build from the same files in any order —
+//! gives every file and directory the number it had before (NFS exports,
+//! `rsync --inplace` and media servers key on inodes). [`Tree::rebuild_from`]
+//! carries both identities over from the previous tree.
+//!
+//! Two keys can hash to the same number (or to 0 / the root's 1): the later
+//! key then *probes* its own sequence (XXH3 with seed 1, 2, …), skipping any
+//! number in use in this tree or the tree it replaces. A fresh build does not
+//! keep the first-come result: when any probe happened it reassigns the new
+//! keys in sorted key order ([`Tree::settle_probed_inodes`]), so the numbers
+//! depend on the set of files alone. While mounted a live node is never
+//! renumbered, so a collision first met by a live upsert can give the two
+//! keys other numbers after a restart — only on a real (53-bit) collision.
+//!
+//! "Never reused while mounted": a number is never given to a key while
+//! another key holds it; a departed key's number can come back only for the
+//! same key (the same file or directory, which is wanted) or for a key whose
+//! hash collides with it (probability 2^-53 per pair). Remembering every
+//! departed number would make that exact, at memory growing with churn; we
+//! chose not to.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use crate::names::{candidate_name, split_rendered_path};
 
@@ -80,7 +100,11 @@ pub enum NodeKind {
 pub struct Tree {
     nodes: HashMap<u64, Node>,
     file_inodes_by_hash: HashMap<Arc<str>, u64>,
-    next_ino: u64,
+    /// Derives inode candidates; only tests replace it (to force collisions).
+    inode_hash: InodeHash,
+    /// Whether some key of this tree took a probed number (see the module
+    /// docs): a builder then settles the new keys in sorted order.
+    inode_probed: bool,
     n_directories: usize,
     total_size_bytes: u64,
 }
@@ -177,6 +201,52 @@ impl Slot {
     }
 }
 
+/// Inode numbers stay below 2^53 so that tools holding them in an IEEE
+/// double (JavaScript's `fs.stat`) still tell files apart; 53 bits keep
+/// collisions rare (about 1 in 18,000 for a million nodes) and they are
+/// probed anyway.
+const LARGEST_INODE: u64 = (1 << 53) - 1;
+
+/// `(key bytes, probe) -> candidate inode`.
+type InodeHash = fn(&[u8], u64) -> u64;
+
+/// XXH3-64 of the key, seeded with the probe index and the key's kind, so
+/// files and directories never share a sequence. Specified and stable across
+/// versions and processes, unlike `std`'s `DefaultHasher`.
+fn xxh3_inode_hash(key: &[u8], seed: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, seed)
+}
+
+/// What an inode number is derived from. Ordered (directories first, then
+/// by text) for the deterministic settling of collisions.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum InodeKey {
+    /// The directory's path, relative, `/`-separated (`TV/Dark`).
+    Directory(String),
+    /// The file's hashId.
+    File(Arc<str>),
+}
+
+impl InodeKey {
+    fn text(&self) -> &[u8] {
+        match self {
+            InodeKey::Directory(path) => path.as_bytes(),
+            InodeKey::File(hash_id) => hash_id.as_bytes(),
+        }
+    }
+
+    /// The candidate of `probe` (0 = the key's own number); 0 and the root
+    /// are never candidates, so they come back as `None`.
+    fn candidate(&self, hash: InodeHash, probe: u64) -> Option<u64> {
+        let kind = match self {
+            InodeKey::Directory(_) => 0,
+            InodeKey::File(_) => 1,
+        };
+        let ino = hash(self.text(), probe << 1 | kind) & LARGEST_INODE;
+        (ino > ROOT_INODE).then_some(ino)
+    }
+}
+
 /// Where invalidations go: a caller's Vec, or nowhere during a fresh build.
 struct Sink<'v> {
     out: Option<&'v mut Vec<Invalidation>>,
@@ -216,10 +286,12 @@ impl Default for Tree {
 impl Tree {
     /// An empty tree: only the root directory.
     pub fn new() -> Self {
-        Self::with_next_ino(ROOT_INODE + 1)
+        Self::with_inode_hash(xxh3_inode_hash)
     }
 
-    fn with_next_ino(next_ino: u64) -> Self {
+    /// An empty tree deriving inodes with `inode_hash` (tests force
+    /// collisions with it; builders inherit it from the previous tree).
+    pub(crate) fn with_inode_hash(inode_hash: InodeHash) -> Self {
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INODE,
@@ -232,7 +304,8 @@ impl Tree {
         Tree {
             nodes,
             file_inodes_by_hash: HashMap::new(),
-            next_ino,
+            inode_hash,
+            inode_probed: false,
             n_directories: 0,
             total_size_bytes: 0,
         }
@@ -279,10 +352,10 @@ impl Tree {
     fn upsert_with(&mut self, file: FileSpec<'_>, previous: Option<&Tree>, sink: &mut Sink<'_>) {
         let (directories, name) = split_rendered_path(file.path, file.hash_id);
         let Some(&ino) = self.file_inodes_by_hash.get(file.hash_id) else {
+            let hash_id: Arc<str> = file.hash_id.into();
             let ino = previous
                 .and_then(|old| old.file_inodes_by_hash.get(file.hash_id).copied())
-                .unwrap_or_else(|| self.allocate_ino());
-            let hash_id: Arc<str> = file.hash_id.into();
+                .unwrap_or_else(|| self.allocate_ino(&InodeKey::File(hash_id.clone()), previous));
             self.file_inodes_by_hash.insert(hash_id.clone(), ino);
             self.nodes.insert(
                 ino,
@@ -318,10 +391,118 @@ impl Tree {
         self.after_detach(old_parent, old_mtime_ms, sink);
     }
 
-    fn allocate_ino(&mut self) -> u64 {
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        ino
+    /// The first candidate of `key` that is used neither here nor in the
+    /// tree being replaced (whose keys may still arrive and keep theirs).
+    fn allocate_ino(&mut self, key: &InodeKey, previous: Option<&Tree>) -> u64 {
+        for probe in 0.. {
+            let Some(ino) = key.candidate(self.inode_hash, probe) else {
+                continue;
+            };
+            let in_use = self.nodes.contains_key(&ino)
+                || previous.is_some_and(|old| old.nodes.contains_key(&ino));
+            if !in_use {
+                self.inode_probed |= probe > 0;
+                return ino;
+            }
+        }
+        unreachable!("a 64-bit probe sequence always finds a free number")
+    }
+
+    /// The key an existing node's number derives from.
+    fn inode_key(&self, ino: u64) -> InodeKey {
+        match &self.node(ino).body {
+            Body::File(file) => InodeKey::File(file.hash_id.clone()),
+            Body::Directory(_) => InodeKey::Directory(self.relative_path_of(ino)),
+        }
+    }
+
+    fn relative_path_of(&self, ino: u64) -> String {
+        let path = self.path_of(ino).unwrap_or_default();
+        path.strip_prefix('/').unwrap_or(&path).to_owned()
+    }
+
+    /// After a build in which some key probed: reassigns the keys new in
+    /// this tree (not carried over from `previous`) in sorted key order,
+    /// each taking its first candidate not used by `previous` or by a
+    /// smaller key, so the result depends on the set of keys, never on the
+    /// order they were inserted in. Carried-over numbers stay.
+    fn settle_probed_inodes(&mut self, previous: &Tree) {
+        let mut new_keys: Vec<(InodeKey, u64)> = self
+            .nodes
+            .keys()
+            .filter(|&&ino| ino != ROOT_INODE && !previous.nodes.contains_key(&ino))
+            .map(|&ino| (self.inode_key(ino), ino))
+            .collect();
+        new_keys.sort_unstable();
+        let mut assigned = HashSet::with_capacity(new_keys.len());
+        let mut moves = HashMap::new();
+        for (key, ino) in new_keys {
+            let settled = (0..)
+                .filter_map(|probe| key.candidate(self.inode_hash, probe))
+                .find(|candidate| {
+                    !previous.nodes.contains_key(candidate) && !assigned.contains(candidate)
+                })
+                .expect("a 64-bit probe sequence always finds a free number");
+            assigned.insert(settled);
+            if settled != ino {
+                moves.insert(ino, settled);
+            }
+        }
+        if !moves.is_empty() {
+            self.renumber(&moves);
+        }
+        self.inode_probed = false;
+    }
+
+    /// Gives nodes new numbers (`old -> new`; the new ones free or vacated
+    /// by this same call) and rewrites every reference to them.
+    fn renumber(&mut self, moves: &HashMap<u64, u64>) {
+        let translate = |ino: u64| moves.get(&ino).copied().unwrap_or(ino);
+        let moved: Vec<(u64, Node)> = moves
+            .iter()
+            .map(|(old, &new)| {
+                let node = self
+                    .nodes
+                    .remove(old)
+                    .expect("tree invariant: renumbered inode is in the node table");
+                (new, node)
+            })
+            .collect();
+        let mut affected_directories = HashSet::new();
+        for (new, mut node) in moved {
+            node.parent = translate(node.parent);
+            affected_directories.insert(node.parent);
+            match &node.body {
+                Body::Directory(_) => {
+                    affected_directories.insert(new);
+                }
+                Body::File(file) => {
+                    if let Some(ino) = self.file_inodes_by_hash.get_mut(&file.hash_id) {
+                        *ino = new;
+                    }
+                }
+            }
+            self.nodes.insert(new, node);
+        }
+        for directory in affected_directories {
+            let mut children = Vec::new();
+            for slot in self.directory_mut(directory).names.values_mut() {
+                if let Some(child) = &mut slot.directory {
+                    *child = translate(*child);
+                    children.push(*child);
+                }
+                for attempt in &mut slot.attempts {
+                    attempt.ino = translate(attempt.ino);
+                    children.push(attempt.ino);
+                }
+            }
+            for child in children {
+                self.nodes
+                    .get_mut(&child)
+                    .expect("tree invariant: a listed child is in the node table")
+                    .parent = directory;
+            }
+        }
     }
 
     fn node(&self, ino: u64) -> &Node {
@@ -389,9 +570,17 @@ impl Tree {
         previous: Option<&Tree>,
         sink: &mut Sink<'_>,
     ) -> u64 {
-        let ino = previous
-            .and_then(|old| old.child_directory(parent, name))
-            .unwrap_or_else(|| self.allocate_ino());
+        let ino = match previous.and_then(|old| old.child_directory(parent, name)) {
+            Some(ino) => ino,
+            None => {
+                let mut path = self.relative_path_of(parent);
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(name);
+                self.allocate_ino(&InodeKey::Directory(path), previous)
+            }
+        };
         self.nodes.insert(
             ino,
             Node {
@@ -838,7 +1027,7 @@ impl<'p> TreeBuilder<'p> {
     pub fn new(previous: &'p Tree) -> Self {
         TreeBuilder {
             previous,
-            tree: Tree::with_next_ino(previous.next_ino),
+            tree: Tree::with_inode_hash(previous.inode_hash),
         }
     }
 
@@ -850,7 +1039,10 @@ impl<'p> TreeBuilder<'p> {
 
     /// The finished tree; pushes what the kernel must forget when it
     /// replaces the previous one.
-    pub fn finish(self, invalidations: &mut Vec<Invalidation>) -> Tree {
+    pub fn finish(mut self, invalidations: &mut Vec<Invalidation>) -> Tree {
+        if self.tree.inode_probed {
+            self.tree.settle_probed_inodes(self.previous);
+        }
         self.tree
             .report_differences_from(self.previous, &mut Sink::recording(invalidations));
         self.tree
