@@ -13,7 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
 use crate::error::HttpError;
-use crate::url::{check_http_url, redact_url_password};
+use crate::url::check_http_url;
+use metafuse_source::redact_url as redact_url_password;
 
 /// Timeouts and limits of an [`HttpClient`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,4 +21,4 @@ mod url;
 
 pub use client::{FullResponse, HttpClient, HttpClientConfig, StreamingResponse};
 pub use error::HttpError;
-pub use url::{check_http_url, redact_url_password};
+pub use url::check_http_url;

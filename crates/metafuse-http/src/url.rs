@@ -2,6 +2,8 @@
 
 use hyper::Uri;
 
+use metafuse_source::redact_url;
+
 use crate::error::HttpError;
 
 /// `url` parsed, if it is an absolute `http://` URL with a host.
@@ -10,7 +12,7 @@ use crate::error::HttpError;
 /// deployment network, and no TLS stack is linked.
 pub fn check_http_url(url: &str) -> Result<Uri, HttpError> {
     let invalid = |reason: String| HttpError::InvalidUrl {
-        url: redact_url_password(url),
+        url: redact_url(url),
         reason,
     };
     let uri: Uri = url
@@ -27,24 +29,6 @@ pub fn check_http_url(url: &str) -> Result<Uri, HttpError> {
     }
 }
 
-/// `url` with the password of its user information replaced by `***`, so an
-/// error message or log line never carries a credential.
-pub fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let user = match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{user}:***"),
-        None if at == 0 => String::new(),
-        None => "***".to_owned(),
-    };
-    format!("{scheme}://{user}@{}", &rest[at + 1..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,18 +42,5 @@ mod tests {
                 "{bad} should be rejected"
             );
         }
-    }
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redact_url_password("http://user:pw@core:9000/meta"),
-            "http://user:***@core:9000/meta"
-        );
-        assert_eq!(
-            redact_url_password("http://core:9000/a@b"),
-            "http://core:9000/a@b"
-        );
-        assert_eq!(redact_url_password("http://tok@core"), "http://***@core");
     }
 }

@@ -120,7 +120,7 @@ pub async fn discover(config: &DiscoveryConfig) -> Result<Leader, LeaderError> {
     {
         tracing::info!(
             "using redis at {} (explicit redis url)",
-            crate::redact_password(redis_url)
+            metafuse_source::redact_url(redis_url)
         );
         return Ok(Leader {
             mode: SourceMode::Redis,
@@ -270,7 +270,7 @@ pub(crate) fn log_found(leader: &Leader) {
         tracing::warn!(
             "meta-core {} publishes its redis ({}): reading redis directly; newer meta-cores keep it private and are read through their API",
             leader.api_url.as_deref().unwrap_or("?"),
-            crate::redact_password(&leader.redis_url)
+            metafuse_source::redact_url(&leader.redis_url)
         );
     }
 }

@@ -66,7 +66,7 @@ impl Leader {
     pub fn location(&self) -> String {
         match self.mode {
             SourceMode::MetaCore => self.api_url.clone().unwrap_or_default(),
-            SourceMode::Redis => crate::redact_password(&self.redis_url),
+            SourceMode::Redis => metafuse_source::redact_url(&self.redis_url),
         }
     }
 

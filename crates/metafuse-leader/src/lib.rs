@@ -24,7 +24,6 @@ mod discover;
 mod info_file;
 mod leader;
 mod meta_core;
-mod redact;
 mod watch;
 
 pub use beacon::{
@@ -35,5 +34,4 @@ pub use config::DiscoveryConfig;
 pub use discover::{LeaderError, discover};
 pub use leader::{Leader, LeaderSource, SourceMode};
 pub use meta_core::{UrlsResponse, choose_mode};
-pub use redact::redact_password;
 pub use watch::{LeaderWatcher, watch};
