@@ -88,8 +88,7 @@ async fn read_forever(
                 delay = timings.reconnect_initial_delay;
                 let mut parser = SseParser::default();
                 loop {
-                    let chunk =
-                        tokio::time::timeout(timings.watchdog, response.next_chunk()).await;
+                    let chunk = tokio::time::timeout(timings.watchdog, response.next_chunk()).await;
                     let chunk = match chunk {
                         Err(_silent) => {
                             tracing::warn!(

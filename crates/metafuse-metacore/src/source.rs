@@ -93,7 +93,10 @@ impl MetaCoreSource {
     }
 
     /// (Re)starts the stream reader strictly after `start_id`.
-    fn restart_reader(&mut self, start_id: &str) -> oneshot::Receiver<Result<(), metafuse_http::HttpError>> {
+    fn restart_reader(
+        &mut self,
+        start_id: &str,
+    ) -> oneshot::Receiver<Result<(), metafuse_http::HttpError>> {
         self.reader = None;
         self.pending.clear();
         let (opened_sender, opened) = oneshot::channel();

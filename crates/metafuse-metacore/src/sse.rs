@@ -26,7 +26,10 @@ impl SseParser {
         self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
         let mut consumed = 0;
-        while let Some(offset) = self.pending[consumed..].iter().position(|byte| *byte == b'\n') {
+        while let Some(offset) = self.pending[consumed..]
+            .iter()
+            .position(|byte| *byte == b'\n')
+        {
             let mut line = &self.pending[consumed..consumed + offset];
             consumed += offset + 1;
             if let Some(stripped) = line.strip_suffix(b"\r") {

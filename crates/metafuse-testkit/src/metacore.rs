@@ -83,7 +83,8 @@ pub enum DoubleMode {
     /// event streams close.
     Unavailable,
     /// New connections are accepted and never answered; open event streams
-    /// stay open and send nothing, not even keep-alives.
+    /// stay open and send nothing ever again, not even keep-alives (a dead
+    /// path: they do not come back with [`DoubleMode::Normal`]).
     Hang,
 }
 
@@ -94,6 +95,8 @@ struct Shared {
     url: String,
     mode: watch::Sender<DoubleMode>,
     streams_opened: watch::Sender<u64>,
+    streams_hung: watch::Sender<u64>,
+    stream_requests: watch::Sender<u64>,
     requests: Mutex<Vec<String>>,
 }
 
@@ -139,6 +142,8 @@ impl MetaCoreDouble {
             url: format!("http://{address}"),
             mode: watch::channel(DoubleMode::Normal).0,
             streams_opened: watch::channel(0).0,
+            streams_hung: watch::channel(0).0,
+            stream_requests: watch::channel(0).0,
             requests: Mutex::new(Vec::new()),
         });
         let server = Some(tokio::spawn(serve(listener, shared.clone())));
@@ -173,6 +178,20 @@ impl MetaCoreDouble {
     pub async fn wait_for_event_streams(&self, count: u64) {
         let mut opened = self.shared.streams_opened.subscribe();
         let _ = opened.wait_for(|opened| *opened >= count).await;
+    }
+
+    /// Waits until at least `count` requests for the event stream arrived,
+    /// answered or refused.
+    pub async fn wait_for_event_stream_requests(&self, count: u64) {
+        let mut requests = self.shared.stream_requests.subscribe();
+        let _ = requests.wait_for(|requests| *requests >= count).await;
+    }
+
+    /// Waits until at least `count` open event streams went silent in
+    /// [`DoubleMode::Hang`].
+    pub async fn wait_for_hung_streams(&self, count: u64) {
+        let mut hung = self.shared.streams_hung.subscribe();
+        let _ = hung.wait_for(|hung| *hung >= count).await;
     }
 
     /// Every request line served so far (`GET /meta`), for tests that count.
@@ -289,6 +308,11 @@ async fn route(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Bod
     let path = request.uri().path().to_owned();
     if let Ok(mut requests) = shared.requests.lock() {
         requests.push(format!("{} {path}", request.method()));
+    }
+    if path == "/api/events/meta" {
+        shared
+            .stream_requests
+            .send_modify(|requests| *requests += 1);
     }
     let mode = *shared.mode.borrow();
     if path == "/health" {
@@ -595,10 +619,11 @@ async fn pump_events(
         match current_mode {
             DoubleMode::Unavailable => return,
             DoubleMode::Hang => {
-                // Silent but open: the client must notice by itself.
-                let _ = tokio::time::timeout(shared.config.read_block, mode.changed()).await;
-                last_write = Instant::now();
-                continue;
+                // Silent but open for good: the client must notice by itself.
+                shared.streams_hung.send_modify(|hung| *hung += 1);
+                let _held = sender;
+                std::future::pending::<()>().await;
+                return;
             }
             DoubleMode::Normal => {}
         }
