@@ -45,19 +45,31 @@ impl Drop for StreamReader {
     }
 }
 
-/// Starts reading `events_url` strictly after `start_id`. `opened` learns
-/// the outcome of the first connection attempt.
+/// Where a reader starts and what a `gap` at its start means.
+#[derive(Debug, Clone)]
+pub(crate) struct ReaderStart {
+    /// Read strictly after this id.
+    pub(crate) after_id: String,
+    /// A bootstrap's reader: a `gap` on its first connection only says the
+    /// start was older than the retained stream, and the replay from the
+    /// oldest entry that follows is all the bootstrap needs. A reader
+    /// resuming a known position must report it.
+    pub(crate) first_gap_is_harmless: bool,
+}
+
+/// Starts reading `events_url` from `start`. `opened` learns the outcome of
+/// the first connection attempt.
 pub(crate) fn start_reader(
     client: HttpClient,
     events_url: String,
-    start_id: String,
+    start: ReaderStart,
     timings: ReaderTimings,
     status: TailStatus,
     opened: oneshot::Sender<Result<(), HttpError>>,
 ) -> StreamReader {
     let (sender, items) = mpsc::unbounded_channel();
     let task = tokio::spawn(read_forever(
-        client, events_url, start_id, timings, status, sender, opened,
+        client, events_url, start, timings, status, sender, opened,
     ));
     StreamReader { items, task }
 }
@@ -65,12 +77,14 @@ pub(crate) fn start_reader(
 async fn read_forever(
     client: HttpClient,
     events_url: String,
-    mut last_id: String,
+    start: ReaderStart,
     timings: ReaderTimings,
     status: TailStatus,
     sender: mpsc::UnboundedSender<StreamItem>,
     opened: oneshot::Sender<Result<(), HttpError>>,
 ) {
+    let mut last_id = start.after_id;
+    let mut gap_is_harmless = start.first_gap_is_harmless;
     let mut opened = Some(opened);
     let mut delay = timings.reconnect_initial_delay;
     loop {
@@ -110,6 +124,12 @@ async fn read_forever(
                     };
                     for event in parser.push(&chunk) {
                         let item = if event.kind == "gap" {
+                            if gap_is_harmless {
+                                tracing::debug!(
+                                    "bootstrap stream starts before the oldest retained entry; replaying from it"
+                                );
+                                continue;
+                            }
                             StreamItem::Gap
                         } else if let Some(id) = event.id {
                             last_id = id.clone();
@@ -126,6 +146,7 @@ async fn read_forever(
                     }
                 }
                 status.set_connected(false);
+                gap_is_harmless = false;
                 None
             }
             Ok(response) => {

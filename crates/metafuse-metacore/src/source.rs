@@ -13,7 +13,7 @@ use metafuse_state::{EventCounts, FetchPlan, KeyError, Projection, parse_event_k
 use tokio::sync::oneshot;
 
 use crate::fetch::{fetch_documents, fetch_values, source_error};
-use crate::reader::{ReaderTimings, StreamItem, StreamReader, start_reader};
+use crate::reader::{ReaderStart, ReaderTimings, StreamItem, StreamReader, start_reader};
 
 /// How the API-mode source talks to meta-core.
 #[derive(Debug, Clone)]
@@ -92,10 +92,12 @@ impl MetaCoreSource {
         format!("{}/api/events/meta", self.config.api_url)
     }
 
-    /// (Re)starts the stream reader strictly after `start_id`.
+    /// (Re)starts the stream reader strictly after `start_id`; a
+    /// bootstrap's reader ignores a `gap` at its start (see [`ReaderStart`]).
     fn restart_reader(
         &mut self,
         start_id: &str,
+        for_bootstrap: bool,
     ) -> oneshot::Receiver<Result<(), metafuse_http::HttpError>> {
         self.reader = None;
         self.pending.clear();
@@ -103,7 +105,10 @@ impl MetaCoreSource {
         self.reader = Some(start_reader(
             self.client.clone(),
             self.events_url(),
-            start_id.to_owned(),
+            ReaderStart {
+                after_id: start_id.to_owned(),
+                first_gap_is_harmless: for_bootstrap,
+            },
             ReaderTimings {
                 watchdog: self.config.watchdog,
                 reconnect_initial_delay: self.config.reconnect_initial_delay,
@@ -170,7 +175,7 @@ impl MetaCoreSource {
             "{}-0",
             now_ms.saturating_sub(self.config.start_margin.as_millis() as u64)
         );
-        let opened = self.restart_reader(&start_id);
+        let opened = self.restart_reader(&start_id, true);
         match opened.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(source_error(error)),
@@ -283,7 +288,7 @@ impl MetaCoreSource {
     ) -> Result<TailEvent, SourceError> {
         if self.reader.is_none() {
             let position = self.position.clone();
-            let _opened = self.restart_reader(&position);
+            let _opened = self.restart_reader(&position, false);
         }
         let Some(reader) = &mut self.reader else {
             return Err(SourceError::Connection {

@@ -282,3 +282,44 @@ async fn a_hung_connection_is_detected_by_the_watchdog() {
     converge(&mut source, &mut projection, &truth).await;
     assert!(double.event_streams_opened() >= 2);
 }
+
+#[tokio::test]
+async fn a_bootstrap_over_a_trimmed_stream_needs_no_resync_but_a_trimmed_resume_does() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = redis.client().get_connection().unwrap();
+    write_library(&mut connection, 100);
+    Writer::new(&mut connection, "")
+        .set("h00001", "title", "kept")
+        .flush()
+        .unwrap();
+    // The stream now starts after the library's writes: a bootstrap's start
+    // is older than the oldest entry, and the double answers with a gap.
+    let _: u64 = redis::cmd("XTRIM")
+        .arg("meta:events")
+        .arg("MAXLEN")
+        .arg(1)
+        .query(&mut connection)
+        .unwrap();
+    let double = MetaCoreDouble::start(MetaCoreDoubleConfig::new(redis.url()))
+        .await
+        .unwrap();
+    let mut source = MetaCoreSource::new(config(&double));
+    let mut projection = bootstrap(&mut source).await;
+    Writer::new(&mut connection, "")
+        .set("h00002", "title", "live")
+        .flush()
+        .unwrap();
+    let truth = expected(&mut connection);
+    assert_eq!(converge(&mut source, &mut projection, &truth).await, 0);
+
+    // A warm restart from a position older than the stream: resync.
+    let mut restarted = MetaCoreSource::new(config(&double));
+    let mut from_checkpoint = projection.clone();
+    restarted.resume_from("1-0");
+    Writer::new(&mut connection, "")
+        .set("h00003", "title", "after restart")
+        .flush()
+        .unwrap();
+    let truth = expected(&mut connection);
+    assert!(converge(&mut restarted, &mut from_checkpoint, &truth).await >= 1);
+}
