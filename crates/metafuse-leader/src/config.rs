@@ -1,6 +1,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::beacon::BeaconConfig;
+use crate::leader::SourceMode;
+
 /// Where to look for the leader and how patiently.
 ///
 /// Build it with [`DiscoveryConfig::from_env`] (the reference's environment
@@ -21,6 +24,12 @@ pub struct DiscoveryConfig {
     pub retry_max_delay: Duration,
     /// How often the info file is looked at while it is missing and while watching.
     pub poll_interval: Duration,
+    /// `--source redis|metacore`: overrides the mode a meta-core's `/urls`
+    /// implies; `metacore` also makes discovery ignore `redis_url`.
+    pub forced_mode: Option<SourceMode>,
+    /// Beacon v2 discovery, used while there is neither a pin nor an info
+    /// file; `None` disables it.
+    pub beacon: Option<BeaconConfig>,
 }
 
 impl Default for DiscoveryConfig {
@@ -33,6 +42,8 @@ impl Default for DiscoveryConfig {
             retry_initial_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
+            forced_mode: None,
+            beacon: Some(BeaconConfig::default()),
         }
     }
 }

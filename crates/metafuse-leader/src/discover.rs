@@ -2,46 +2,11 @@
 
 use std::time::Duration;
 
+use crate::beacon::{BeaconWatcher, CoreAdvert, watch_cores};
 use crate::config::DiscoveryConfig;
 use crate::info_file::{InfoFileProblem, read_info_file};
-use crate::meta_core::{MetaCoreClient, MetaCoreProblem, check_meta_core_url};
-
-/// Where metafuse reads its data from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leader {
-    /// Redis URL, passed on as given (`redis://`, `rediss://`, ...).
-    pub redis_url: String,
-    /// WebDAV base for reading file bytes not on the local files volume;
-    /// `None` when Redis was given explicitly.
-    pub webdav_url: Option<String>,
-    /// Meta-core API base URL the leader was learned from, if any.
-    pub api_url: Option<String>,
-    /// Host name of the leader's meta-core, if known.
-    pub hostname: Option<String>,
-    /// How the leader was found.
-    pub source: LeaderSource,
-}
-
-/// How a [`Leader`] was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaderSource {
-    /// `--redis-url`/`REDIS_URL`.
-    ExplicitRedisUrl,
-    /// `META_CORE_URL` and its `/urls`.
-    PinnedMetaCore,
-    /// `kv-leader.info` and the `/urls` of the meta-core it names.
-    LeaderInfoFile,
-}
-
-impl std::fmt::Display for LeaderSource {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Self::ExplicitRedisUrl => "explicit redis url",
-            Self::PinnedMetaCore => "META_CORE_URL",
-            Self::LeaderInfoFile => "kv-leader.info",
-        })
-    }
-}
+use crate::leader::{Leader, LeaderSource, SourceMode};
+use crate::meta_core::{MetaCoreClient, MetaCoreProblem, check_meta_core_url, leader_from_urls};
 
 /// Configuration that can never yield a leader, so waiting would be pointless.
 #[derive(Debug, thiserror::Error)]
@@ -77,17 +42,7 @@ impl WaitReason {
                     format!("info file unreadable: {reason}")
                 }
             },
-            Self::MetaCore(problem) => {
-                let url = match problem {
-                    MetaCoreProblem::InvalidUrl { url, .. }
-                    | MetaCoreProblem::Unreachable { url, .. }
-                    | MetaCoreProblem::TimedOut { url, .. }
-                    | MetaCoreProblem::HttpStatus { url, .. }
-                    | MetaCoreProblem::BadBody { url, .. }
-                    | MetaCoreProblem::NoRedisUrl { url } => url,
-                };
-                format!("meta-core {url} {}", problem.kind())
-            }
+            Self::MetaCore(problem) => problem.state_key(),
         }
     }
 
@@ -149,20 +104,26 @@ impl Backoff {
     }
 }
 
-/// Finds the leader (spec §7), waiting until there is one.
+/// Finds the leader (spec §7, §9), waiting until there is one.
 ///
-/// Order: `config.redis_url`; else `config.meta_core_url` and its `/urls`;
-/// else the info file and the `/urls` of the meta-core it names. While no
-/// leader can be found (missing file or `locks/` directory, unreachable
-/// meta-core, bad JSON) it retries, logging one line each time the reason
-/// changes. Cancel-safe: dropping the future abandons the search and nothing else.
+/// Order: `config.redis_url` (unless the meta-core source is forced); else
+/// `config.meta_core_url` and its `/urls`; else the info file and the
+/// `/urls` of the meta-core it names; else, while there is no info file,
+/// the first meta-core heard on the beacon. A meta-core's `/urls` with a
+/// `redisUrl` gives direct Redis (with a warning), without one the API mode;
+/// `config.forced_mode` overrides. While no leader can be found it retries,
+/// logging one line each time the reason changes. Cancel-safe: dropping the
+/// future abandons the search and nothing else.
 pub async fn discover(config: &DiscoveryConfig) -> Result<Leader, LeaderError> {
-    if let Some(redis_url) = &config.redis_url {
+    if let Some(redis_url) = &config.redis_url
+        && config.forced_mode != Some(SourceMode::MetaCore)
+    {
         tracing::info!(
             "using redis at {} (explicit redis url)",
             metafuse_source::redact_url(redis_url)
         );
         return Ok(Leader {
+            mode: SourceMode::Redis,
             redis_url: redis_url.clone(),
             webdav_url: None,
             api_url: None,
@@ -171,22 +132,32 @@ pub async fn discover(config: &DiscoveryConfig) -> Result<Leader, LeaderError> {
         });
     }
     if let Some(pinned_url) = &config.meta_core_url {
-        check_meta_core_url(pinned_url).map_err(|problem| LeaderError::InvalidMetaCoreUrl {
+        check_meta_core_url(pinned_url).map_err(|error| LeaderError::InvalidMetaCoreUrl {
             url: pinned_url.clone(),
-            reason: problem.to_string(),
+            reason: error.to_string(),
         })?;
     }
     let client = MetaCoreClient::new(config.request_timeout);
     let mut wait_log = WaitLog::default();
     let mut backoff = Backoff::new(config.retry_initial_delay, config.retry_max_delay);
     let mut previous_was_meta_core = false;
+    let mut beacon = BeaconState::NotStarted;
     loop {
         let attempt = match &config.meta_core_url {
             Some(pinned_url) => client
-                .fetch_leader(pinned_url, LeaderSource::PinnedMetaCore)
+                .fetch_leader(pinned_url, LeaderSource::PinnedMetaCore, config.forced_mode)
                 .await
                 .map_err(WaitReason::from),
-            None => resolve_from_info_file(config, &client).await,
+            None => match resolve_from_info_file(config, &client).await {
+                Err(WaitReason::InfoFile(
+                    problem @ (InfoFileProblem::FileMissing { .. }
+                    | InfoFileProblem::LocksDirectoryMissing { .. }),
+                )) => match beacon.current_core(config) {
+                    Some(core) => resolve_from_beacon(config, &client, core).await,
+                    None => Err(WaitReason::InfoFile(problem)),
+                },
+                other => other,
+            },
         };
         let reason = match attempt {
             Ok(leader) => {
@@ -205,8 +176,72 @@ pub async fn discover(config: &DiscoveryConfig) -> Result<Leader, LeaderError> {
             config.poll_interval
         };
         previous_was_meta_core = reason.is_meta_core();
-        tokio::time::sleep(delay).await;
+        match &mut beacon {
+            // A core heard on the beacon ends the wait at once.
+            BeaconState::Listening(watcher) if !reason.is_meta_core() => {
+                let _ = tokio::time::timeout(delay, watcher.wait_for_core()).await;
+            }
+            _ => tokio::time::sleep(delay).await,
+        }
     }
+}
+
+/// The beacon listener of one discovery, started the first time there is
+/// neither a pin nor an info file.
+#[derive(Debug)]
+enum BeaconState {
+    NotStarted,
+    Listening(BeaconWatcher),
+    Unavailable,
+}
+
+impl BeaconState {
+    fn current_core(&mut self, config: &DiscoveryConfig) -> Option<CoreAdvert> {
+        if matches!(self, Self::NotStarted) {
+            *self = match &config.beacon {
+                None => Self::Unavailable,
+                Some(beacon_config) => match watch_cores(beacon_config, None) {
+                    Ok(watcher) => {
+                        tracing::info!(
+                            "listening for meta-core on the beacon {}:{}",
+                            beacon_config.group,
+                            beacon_config.port
+                        );
+                        Self::Listening(watcher)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen on the beacon; waiting for kv-leader.info only");
+                        Self::Unavailable
+                    }
+                },
+            };
+        }
+        match self {
+            Self::Listening(watcher) => watcher.current(),
+            _ => None,
+        }
+    }
+}
+
+/// The leader a beacon advertisement names: its advertised `/urls` (which
+/// never carries a `redisUrl`, so API mode), or, when the Redis source is
+/// forced, the core's own `/urls`.
+pub(crate) async fn resolve_from_beacon(
+    config: &DiscoveryConfig,
+    client: &MetaCoreClient,
+    core: CoreAdvert,
+) -> Result<Leader, WaitReason> {
+    if config.forced_mode == Some(SourceMode::Redis) {
+        return Ok(client
+            .fetch_leader(&core.api_url, LeaderSource::Beacon, config.forced_mode)
+            .await?);
+    }
+    Ok(leader_from_urls(
+        &core.api_url,
+        core.urls,
+        LeaderSource::Beacon,
+        config.forced_mode,
+    )?)
 }
 
 pub(crate) async fn resolve_from_info_file(
@@ -215,17 +250,29 @@ pub(crate) async fn resolve_from_info_file(
 ) -> Result<Leader, WaitReason> {
     let content = read_info_file(&config.info_file_path()).await?;
     Ok(client
-        .fetch_leader(&content.meta_core_url, LeaderSource::LeaderInfoFile)
+        .fetch_leader(
+            &content.meta_core_url,
+            LeaderSource::LeaderInfoFile,
+            config.forced_mode,
+        )
         .await?)
 }
 
 pub(crate) fn log_found(leader: &Leader) {
     tracing::info!(
-        "leader found: {} at {} (via {})",
+        "leader found: {} at {} (via {}; source {})",
         leader.hostname.as_deref().unwrap_or("unknown host"),
-        metafuse_source::redact_url(&leader.redis_url),
-        leader.source
+        leader.location(),
+        leader.source,
+        leader.mode
     );
+    if leader.mode == SourceMode::Redis && leader.source != LeaderSource::ExplicitRedisUrl {
+        tracing::warn!(
+            "meta-core {} publishes its redis ({}): reading redis directly; newer meta-cores keep it private and are read through their API",
+            leader.api_url.as_deref().unwrap_or("?"),
+            metafuse_source::redact_url(&leader.redis_url)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -246,9 +293,12 @@ mod tests {
     fn same_kind_of_problem_is_logged_once_and_a_new_kind_again() {
         let mut wait_log = WaitLog::default();
         let refused = |reason: &str| {
-            WaitReason::MetaCore(MetaCoreProblem::Unreachable {
+            WaitReason::MetaCore(MetaCoreProblem::Http {
                 url: "http://core:9000".into(),
-                reason: reason.into(),
+                error: metafuse_http::HttpError::Unreachable {
+                    url: "http://core:9000/urls".into(),
+                    reason: reason.into(),
+                },
             })
         };
         assert!(wait_log.waiting("test", &refused("connection refused")));

@@ -2,15 +2,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::{Request, StatusCode, Uri, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use metafuse_http::{HttpClient, HttpClientConfig, HttpError, check_http_url};
 use serde::{Deserialize, Serialize};
 
-use crate::discover::{Leader, LeaderSource};
+use crate::leader::{Leader, LeaderSource, SourceMode};
 
 /// A `/urls` reply is a few hundred bytes; anything much larger is not meta-core.
 const MAX_URLS_BODY_BYTES: usize = 64 * 1024;
@@ -49,32 +44,21 @@ pub struct UrlsResponse {
 /// mean "wait and retry".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum MetaCoreProblem {
-    #[error("meta-core url {url:?} is not a valid http url: {reason}")]
-    InvalidUrl { url: String, reason: String },
-    #[error("meta-core at {url} is unreachable: {reason}")]
-    Unreachable { url: String, reason: String },
-    #[error("meta-core at {url} did not answer within {timeout:?}")]
-    TimedOut { url: String, timeout: Duration },
-    #[error("meta-core at {url} answered http {status}")]
-    HttpStatus { url: String, status: u16 },
-    #[error("meta-core at {url} sent a bad /urls body: {reason}")]
-    BadBody { url: String, reason: String },
-    #[error("meta-core at {url} names no redisUrl in /urls")]
+    #[error("meta-core /urls request failed: {error}")]
+    Http { url: String, error: HttpError },
+    #[error("meta-core at {url} names no redisUrl in /urls, and the redis source was asked for")]
     NoRedisUrl { url: String },
 }
 
 impl MetaCoreProblem {
     /// Problems of the same kind for the same URL are one state for logging,
     /// whatever the exact error text of each attempt.
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Self::InvalidUrl { .. } => "invalid url",
-            Self::Unreachable { .. } => "unreachable",
-            Self::TimedOut { .. } => "timed out",
-            Self::HttpStatus { .. } => "http status",
-            Self::BadBody { .. } => "bad body",
-            Self::NoRedisUrl { .. } => "no redis url",
-        }
+    pub(crate) fn state_key(&self) -> String {
+        let (url, kind) = match self {
+            Self::Http { url, error } => (url, error.kind()),
+            Self::NoRedisUrl { url } => (url, "no redis url"),
+        };
+        format!("meta-core {url} {kind}")
     }
 }
 
@@ -83,41 +67,26 @@ fn urls_endpoint(meta_core_url: &str) -> String {
     format!("{}/urls", meta_core_url.trim().trim_end_matches('/'))
 }
 
-/// Checks that `meta_core_url` is something this client can ask: an absolute http URL.
-pub(crate) fn check_meta_core_url(meta_core_url: &str) -> Result<Uri, MetaCoreProblem> {
-    let invalid = |reason: String| MetaCoreProblem::InvalidUrl {
-        url: meta_core_url.to_owned(),
-        reason,
-    };
-    let uri: Uri = urls_endpoint(meta_core_url)
-        .parse()
-        .map_err(|error: hyper::http::uri::InvalidUri| invalid(error.to_string()))?;
-    match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => Ok(uri),
-        Some("http") => Err(invalid("no host".to_owned())),
-        Some(other) => Err(invalid(format!(
-            "scheme {other} is not supported, use http"
-        ))),
-        None => Err(invalid("not an absolute url".to_owned())),
-    }
+/// Checks that `meta_core_url` is something the client can ask: an absolute http URL.
+pub(crate) fn check_meta_core_url(meta_core_url: &str) -> Result<(), HttpError> {
+    check_http_url(&urls_endpoint(meta_core_url)).map(|_uri| ())
 }
 
-/// A small HTTP client for meta-core; cheap to clone.
+/// Asks meta-cores for `/urls`; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct MetaCoreClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    timeout: Duration,
+    client: HttpClient,
 }
 
 impl MetaCoreClient {
     pub(crate) fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Self { client, timeout }
+        let client = HttpClient::new(HttpClientConfig {
+            connect_timeout: timeout,
+            response_timeout: timeout,
+            max_body_bytes: MAX_URLS_BODY_BYTES,
+            ..HttpClientConfig::default()
+        });
+        Self { client }
     }
 
     /// `GET {meta_core_url}/urls` turned into a [`Leader`].
@@ -125,75 +94,35 @@ impl MetaCoreClient {
         &self,
         meta_core_url: &str,
         source: LeaderSource,
+        forced_mode: Option<SourceMode>,
     ) -> Result<Leader, MetaCoreProblem> {
-        let urls = self.fetch_urls(meta_core_url).await?;
-        leader_from_urls(meta_core_url, urls, source)
-    }
-
-    async fn fetch_urls(&self, meta_core_url: &str) -> Result<UrlsResponse, MetaCoreProblem> {
-        let uri = check_meta_core_url(meta_core_url)?;
-        let url = meta_core_url.to_owned();
-        let request = Request::get(uri)
-            .header(header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|error| MetaCoreProblem::InvalidUrl {
-                url: url.clone(),
-                reason: error.to_string(),
-            })?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|error| {
-                MetaCoreProblem::Unreachable {
-                    url: url.clone(),
-                    reason: error_chain(&error),
-                }
-            })?;
-            if response.status() != StatusCode::OK {
-                return Err(MetaCoreProblem::HttpStatus {
-                    url: url.clone(),
-                    status: response.status().as_u16(),
-                });
-            }
-            let body = Limited::new(response.into_body(), MAX_URLS_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|error| MetaCoreProblem::BadBody {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                })?
-                .to_bytes();
-            serde_json::from_slice::<UrlsResponse>(&body).map_err(|error| {
-                MetaCoreProblem::BadBody {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                }
-            })
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let urls = self
+            .client
+            .get_json::<UrlsResponse>(&urls_endpoint(meta_core_url))
             .await
-            .map_err(|_elapsed| MetaCoreProblem::TimedOut {
-                url: url.clone(),
-                timeout: self.timeout,
-            })?
+            .map_err(|error| MetaCoreProblem::Http {
+                url: meta_core_url.to_owned(),
+                error,
+            })?;
+        leader_from_urls(meta_core_url, urls, source, forced_mode)
     }
-}
-
-/// hyper's top-level client error says only "client error (Connect)"; the
-/// cause ("connection refused") is what an operator needs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn non_blank(value: Option<String>) -> Option<String> {
     value
         .map(|value| value.trim().to_owned())
         .filter(|value| !value.is_empty())
+}
+
+/// The mode a meta-core's `/urls` reply implies (spec §9): a published
+/// `redisUrl` means direct Redis, none means the API; `forced` (the
+/// `--source` flag) overrides.
+pub fn choose_mode(published_redis_url: Option<&str>, forced: Option<SourceMode>) -> SourceMode {
+    match (forced, published_redis_url.map(str::trim)) {
+        (Some(mode), _) => mode,
+        (None, Some(url)) if !url.is_empty() => SourceMode::Redis,
+        (None, _) => SourceMode::MetaCore,
+    }
 }
 
 /// The leader described by a `/urls` reply of the meta-core at `meta_core_url`.
@@ -205,10 +134,16 @@ pub(crate) fn leader_from_urls(
     meta_core_url: &str,
     urls: UrlsResponse,
     source: LeaderSource,
+    forced_mode: Option<SourceMode>,
 ) -> Result<Leader, MetaCoreProblem> {
-    let redis_url = non_blank(urls.redis_url).ok_or_else(|| MetaCoreProblem::NoRedisUrl {
-        url: meta_core_url.to_owned(),
-    })?;
+    let redis_url = non_blank(urls.redis_url);
+    let mode = choose_mode(redis_url.as_deref(), forced_mode);
+    let redis_url = match mode {
+        SourceMode::Redis => redis_url.ok_or_else(|| MetaCoreProblem::NoRedisUrl {
+            url: meta_core_url.to_owned(),
+        })?,
+        SourceMode::MetaCore => String::new(),
+    };
     let hostname = non_blank(urls.hostname);
     let webdav_url = non_blank(urls.webdav_url_internal).or_else(|| {
         hostname
@@ -216,6 +151,7 @@ pub(crate) fn leader_from_urls(
             .map(|hostname| format!("http://{hostname}/webdav"))
     });
     Ok(Leader {
+        mode,
         redis_url,
         webdav_url,
         api_url: Some(meta_core_url.trim().trim_end_matches('/').to_owned()),
@@ -239,6 +175,7 @@ mod tests {
             "http://meta-core:9000",
             urls(fixture),
             LeaderSource::LeaderInfoFile,
+            None,
         )
         .expect("leader");
         assert_eq!(leader.redis_url, "redis://meta-core:6379");
@@ -256,6 +193,7 @@ mod tests {
                 r#"{"hostname":"core","redisUrl":"redis://core:6379","webdavUrl":"http://public/webdav","webdavUrlInternal":"http://core-internal/webdav","isLeader":true}"#,
             ),
             LeaderSource::LeaderInfoFile,
+            None,
         )
         .expect("leader");
         assert_eq!(leader.redis_url, "redis://core:6379");
@@ -273,20 +211,43 @@ mod tests {
             "http://core:9000",
             urls(r#"{"hostname":"core-7","redisUrl":"redis://x:1","webdavUrlInternal":""}"#),
             LeaderSource::PinnedMetaCore,
+            None,
         )
         .expect("leader");
         assert_eq!(leader.webdav_url.as_deref(), Some("http://core-7/webdav"));
     }
 
     #[test]
-    fn a_reply_without_redis_url_is_no_leader() {
-        let problem = leader_from_urls(
+    fn a_reply_without_redis_url_means_api_mode_unless_redis_is_forced() {
+        let leader = leader_from_urls(
             "http://core:9000",
             urls(r#"{"hostname":"core","redisUrl":"  "}"#),
             LeaderSource::PinnedMetaCore,
+            None,
+        )
+        .expect("api-mode leader");
+        assert_eq!(leader.mode, SourceMode::MetaCore);
+        assert_eq!(leader.redis_url, "");
+        assert_eq!(leader.api_url.as_deref(), Some("http://core:9000"));
+        let problem = leader_from_urls(
+            "http://core:9000",
+            urls(r#"{"hostname":"core","redisUrl":""}"#),
+            LeaderSource::PinnedMetaCore,
+            Some(SourceMode::Redis),
         )
         .unwrap_err();
         assert!(matches!(problem, MetaCoreProblem::NoRedisUrl { .. }));
+    }
+
+    #[test]
+    fn a_published_redis_url_means_redis_unless_the_api_is_forced() {
+        assert_eq!(choose_mode(Some("redis://x"), None), SourceMode::Redis);
+        assert_eq!(choose_mode(Some(" "), None), SourceMode::MetaCore);
+        assert_eq!(choose_mode(None, None), SourceMode::MetaCore);
+        assert_eq!(
+            choose_mode(Some("redis://x"), Some(SourceMode::MetaCore)),
+            SourceMode::MetaCore
+        );
     }
 
     #[test]
@@ -294,10 +255,7 @@ mod tests {
         assert!(check_meta_core_url("http://core:9000/").is_ok());
         for bad in ["https://core:9000", "core:9000", "/relative", "http:// bad"] {
             assert!(
-                matches!(
-                    check_meta_core_url(bad),
-                    Err(MetaCoreProblem::InvalidUrl { .. })
-                ),
+                check_meta_core_url(bad).is_err(),
                 "{bad} should be rejected"
             );
         }

@@ -4,9 +4,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::beacon::watch_cores;
 use crate::config::DiscoveryConfig;
-use crate::discover::{Leader, LeaderSource, WaitLog, WaitReason, log_found};
+use crate::discover::{WaitLog, WaitReason, log_found, resolve_from_beacon};
 use crate::info_file::{InfoFileContent, read_info_file};
+use crate::leader::{Leader, LeaderSource};
 use crate::meta_core::MetaCoreClient;
 
 /// Reports leader changes; stops its background task when dropped.
@@ -17,9 +19,10 @@ pub struct LeaderWatcher {
 }
 
 impl LeaderWatcher {
-    /// The next leader whose Redis or WebDAV location differs from the one
-    /// before it. `None` when there is nothing to watch: the leader came from
-    /// an explicit Redis URL or a pinned `META_CORE_URL`. Cancel-safe.
+    /// The next leader whose mode, Redis, API or WebDAV location differs
+    /// from the one before it. `None` when there is nothing to watch: the
+    /// leader came from an explicit Redis URL or a pinned `META_CORE_URL`.
+    /// Cancel-safe.
     pub async fn changed(&mut self) -> Option<Leader> {
         self.changes.recv().await
     }
@@ -44,8 +47,10 @@ pub fn watch(config: DiscoveryConfig, current: Leader) -> LeaderWatcher {
     let task = tokio::spawn(async move {
         // An explicit or pinned leader has no file to follow; dropping the
         // sender makes `changed` return `None`.
-        if current.source == LeaderSource::LeaderInfoFile {
-            follow_info_file(config, current, sender).await;
+        match current.source {
+            LeaderSource::LeaderInfoFile => follow_info_file(config, current, sender).await,
+            LeaderSource::Beacon => follow_beacon(config, current, sender).await,
+            LeaderSource::ExplicitRedisUrl | LeaderSource::PinnedMetaCore => {}
         }
     });
     LeaderWatcher { changes, task }
@@ -78,7 +83,11 @@ async fn follow_info_file(
             continue;
         }
         let leader = match client
-            .fetch_leader(&content.meta_core_url, LeaderSource::LeaderInfoFile)
+            .fetch_leader(
+                &content.meta_core_url,
+                LeaderSource::LeaderInfoFile,
+                config.forced_mode,
+            )
             .await
         {
             Ok(leader) => leader,
@@ -89,8 +98,7 @@ async fn follow_info_file(
         };
         wait_log.clear();
         resolved_from = Some(content);
-        let moved =
-            leader.redis_url != current.redis_url || leader.webdav_url != current.webdav_url;
+        let moved = leader.differs_in_location(&current);
         current = leader.clone();
         if moved {
             log_found(&leader);
@@ -101,10 +109,45 @@ async fn follow_info_file(
     }
 }
 
+/// Follows the beacon: when the core in use is gone (bye, or silent for the
+/// missed intervals) and another is alive, that one is the new leader.
+/// While none is alive the current leader stays in force.
+async fn follow_beacon(config: DiscoveryConfig, current: Leader, sender: mpsc::Sender<Leader>) {
+    let Some(beacon_config) = config.beacon.clone() else {
+        return;
+    };
+    let mut watcher = match watch_cores(&beacon_config, current.api_url.as_deref()) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen on the beacon; keeping the current meta-core");
+            return;
+        }
+    };
+    let client = MetaCoreClient::new(config.request_timeout);
+    let mut current = current;
+    loop {
+        let Some(core) = watcher.changed().await else {
+            tracing::warn!(
+                "no meta-core heard on the beacon any more; keeping {}",
+                current.location()
+            );
+            continue;
+        };
+        match resolve_from_beacon(&config, &client, core).await {
+            Ok(leader) if leader.differs_in_location(&current) => {
+                log_found(&leader);
+                current = leader.clone();
+                if sender.send(leader).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_same) => {}
+            Err(reason) => tracing::warn!("{}: {reason}", keeping(&current)),
+        }
+    }
+}
+
 /// The context of a wait line while the current leader stays in force.
 fn keeping(current: &Leader) -> String {
-    format!(
-        "keeping leader {}",
-        metafuse_source::redact_url(&current.redis_url)
-    )
+    format!("keeping leader {}", current.location())
 }

@@ -13,7 +13,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metafuse_leader::{DiscoveryConfig, Leader, LeaderError, LeaderSource, discover, watch};
+use metafuse_leader::{
+    BeaconConfig, BeaconMessage, BeaconNode, BeaconResource, CORE_CAPABILITY, DiscoveryConfig,
+    Leader, LeaderError, LeaderSource, SERVICE_CAPABILITY, SourceMode, advertise, discover,
+    service_resource, watch,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch as watch_channel};
 
@@ -112,6 +116,9 @@ fn fast_config(meta_core_path: &Path) -> DiscoveryConfig {
         retry_initial_delay: Duration::from_millis(5),
         retry_max_delay: Duration::from_millis(20),
         poll_interval: Duration::from_millis(10),
+        // Tests never multicast on the real network; beacon tests opt in
+        // with a private port on loopback.
+        beacon: None,
         ..DiscoveryConfig::default()
     }
 }
@@ -249,6 +256,7 @@ async fn pinned_meta_core_url_is_asked_for_urls() {
     assert_eq!(
         leader,
         Leader {
+            mode: SourceMode::Redis,
             redis_url: "redis://core-a:6379".into(),
             webdav_url: Some("http://core-a-internal/webdav".into()),
             api_url: Some(meta_core.url.clone()),
@@ -316,7 +324,7 @@ async fn bad_json_keeps_waiting_with_one_logged_reason_until_fixed() {
 
     meta_core.wait_for_requests(4).await;
     assert!(!search.is_finished(), "bad json is no leader");
-    let reason = logs.wait_for_line("bad /urls body").await;
+    let reason = logs.wait_for_line("sent a bad body").await;
     assert!(reason.contains(&meta_core.url), "{reason}");
     assert_eq!(
         logs.count_containing("waiting for a leader"),
@@ -397,4 +405,165 @@ async fn watch_has_nothing_to_follow_for_an_explicit_redis_url() {
     let leader = guarded(discover(&config)).await.expect("leader");
     let mut watcher = watch(config, leader);
     assert_eq!(guarded(watcher.changed()).await, None);
+}
+
+#[tokio::test]
+async fn a_meta_core_without_redis_url_gives_the_api_mode() {
+    // Every test that reaches the "waiting" log call site captures logs:
+    // tracing caches a call site's interest, and a first hit on a thread
+    // without subscriber would hide the line from the tests that look for it.
+    let _logs = LogCapture::start();
+    let meta_core = FakeMetaCore::start(&urls_json("core-api", "")).await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = fast_config(root.path());
+    write_info_file(&config, &meta_core.url);
+    let leader = guarded(discover(&config)).await.expect("leader");
+    assert_eq!(leader.mode, SourceMode::MetaCore);
+    assert_eq!(leader.redis_url, "");
+    assert_eq!(leader.api_url.as_deref(), Some(meta_core.url.as_str()));
+
+    // --source redis: a meta-core without redisUrl is no leader yet.
+    let forced = DiscoveryConfig {
+        forced_mode: Some(SourceMode::Redis),
+        ..config.clone()
+    };
+    let search = tokio::spawn(async move { discover(&forced).await });
+    let mut meta_core = meta_core;
+    meta_core.wait_for_requests(3).await;
+    assert!(!search.is_finished());
+    search.abort();
+
+    // --source metacore: an explicit REDIS_URL does not stop API mode.
+    let forced = DiscoveryConfig {
+        forced_mode: Some(SourceMode::MetaCore),
+        redis_url: Some("redis://explicit:6379".into()),
+        ..config
+    };
+    let leader = guarded(discover(&forced)).await.expect("leader");
+    assert_eq!(leader.mode, SourceMode::MetaCore);
+    assert_eq!(leader.source, LeaderSource::LeaderInfoFile);
+}
+
+/// Beacon on loopback multicast with a private port per test.
+fn loopback_beacon() -> BeaconConfig {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    BeaconConfig {
+        port,
+        interface: std::net::Ipv4Addr::LOCALHOST,
+        interval: Duration::from_millis(200),
+        ..BeaconConfig::default()
+    }
+}
+
+fn core_node(instance: &str) -> BeaconNode {
+    BeaconNode {
+        name: "meta-core".into(),
+        instance: instance.into(),
+        version: Some("test".into()),
+        status: Some("running".into()),
+    }
+}
+
+fn core_resource(api_url: &str, hostname: &str) -> BeaconResource {
+    let mut endpoints = std::collections::BTreeMap::new();
+    endpoints.insert("http".to_owned(), api_url.to_owned());
+    BeaconResource {
+        id: "core".into(),
+        caps: vec![CORE_CAPABILITY.into()],
+        endpoints,
+        data: Some(serde_json::json!({"urls": {
+            "hostname": hostname,
+            "apiUrl": api_url,
+            "webdavUrlInternal": format!("http://{hostname}-internal/webdav"),
+        }})),
+    }
+}
+
+#[tokio::test]
+async fn without_pin_or_info_file_the_first_core_on_the_beacon_wins() {
+    let mut logs = LogCapture::start();
+    let beacon = loopback_beacon();
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = DiscoveryConfig {
+        beacon: Some(beacon.clone()),
+        ..fast_config(root.path())
+    };
+    let first = advertise(
+        &beacon,
+        core_node("core-one"),
+        vec![core_resource("http://127.0.0.1:9001", "one")],
+    )
+    .expect("advertise first core");
+    let leader = guarded(discover(&config)).await.expect("leader");
+    assert_eq!(leader.mode, SourceMode::MetaCore);
+    assert_eq!(leader.source, LeaderSource::Beacon);
+    assert_eq!(leader.api_url.as_deref(), Some("http://127.0.0.1:9001"));
+    assert_eq!(
+        leader.webdav_url.as_deref(),
+        Some("http://one-internal/webdav")
+    );
+
+    let mut watcher = watch(config.clone(), leader);
+    let _second = advertise(
+        &beacon,
+        core_node("core-two"),
+        vec![core_resource("http://127.0.0.1:9002", "two")],
+    )
+    .expect("advertise second core");
+    logs.wait_for_line("ignoring meta-core core-two").await;
+    // The first core says bye: the second takes over, like a leader switch.
+    drop(first);
+    let changed = guarded(watcher.changed()).await.expect("a change");
+    assert_eq!(changed.api_url.as_deref(), Some("http://127.0.0.1:9002"));
+    assert_eq!(changed.source, LeaderSource::Beacon);
+}
+
+#[tokio::test]
+async fn our_advertisement_answers_a_probe_by_unicast() {
+    let beacon = loopback_beacon();
+    let _advertiser = advertise(
+        &beacon,
+        BeaconNode {
+            name: "meta-fuse".into(),
+            instance: "fuse-1".into(),
+            version: None,
+            status: None,
+        },
+        vec![service_resource("http://127.0.0.1:3000/")],
+    )
+    .expect("advertise");
+    // Bound to 127.0.0.1, the probe leaves by loopback.
+    let prober = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let probe = serde_json::to_vec(&BeaconMessage::probe("tester", &["metamesh.service/*"]))
+        .expect("probe json");
+    let mut buffer = vec![0u8; 8192];
+    let reply = guarded(async {
+        loop {
+            prober
+                .send_to(&probe, (beacon.group, beacon.port))
+                .await
+                .expect("send probe");
+            // A probe is answered at once; the periodic advertise goes to
+            // the group, never to the prober's own port.
+            if let Ok(Ok((length, _))) =
+                tokio::time::timeout(Duration::from_secs(1), prober.recv_from(&mut buffer)).await
+            {
+                return BeaconMessage::parse(&buffer[..length]).expect("a v2 message");
+            }
+        }
+    })
+    .await;
+    assert_eq!(reply.kind, "advertise");
+    assert_eq!(reply.node.expect("node").instance, "fuse-1");
+    assert_eq!(reply.resources[0].caps, [SERVICE_CAPABILITY]);
+    assert_eq!(
+        reply.resources[0].endpoints.get("http").map(String::as_str),
+        Some("http://127.0.0.1:3000")
+    );
 }

@@ -33,10 +33,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod key;
 mod projection;
 mod record;
 
+pub use checkpoint::{
+    CHECKPOINT_VERSION, Checkpoint, CheckpointError, decode_checkpoint, encode_checkpoint,
+};
 pub use key::{
     EVENTS_STREAM, FILE_KEY_PREFIX, INDEX_HASH_ID, KeyError, escape_glob, file_key, index_key,
     parse_event_key,

@@ -7,11 +7,13 @@
 #![warn(missing_docs)]
 
 mod library;
+mod metacore;
 mod mounts;
 mod redis_server;
 mod writer;
 
 pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
+pub use metacore::{DoubleMode, MetaCoreDouble, MetaCoreDoubleConfig, MetaCoreDoubleError};
 pub use mounts::{MountingChild, is_mounted, lazy_unmount};
 pub use redis_server::{RedisServer, RedisServerError};
 pub use writer::{Files, Writer, read_truth};
