@@ -279,25 +279,35 @@ impl Backend for ServiceBackend {
             })?;
             let rules = compile_document(document).map_err(ApiError::InvalidRules)?;
             let text = rules.document().to_json_pretty();
-            // Applied first: if Redis cannot give what the rules need,
-            // nothing changes, not even the file.
-            self.inner
-                .apply_rules(rules)
-                .await
-                .map_err(ApiError::Unavailable)?;
-            *self.inner.last_rules_text.lock() = Some(text.clone());
             let path = self.inner.config.rules.file_path().clone();
-            tokio::task::spawn_blocking(move || save_atomically(&path, &text))
+            // Claimed before the file changes, so the rules file poller
+            // takes our own save for known and does not apply it twice.
+            let previous_text = self.inner.last_rules_text.lock().replace(text.clone());
+            let saving = path.clone();
+            let saved = tokio::task::spawn_blocking(move || save_atomically(&saving, &text))
                 .await
-                .map_err(|error| ApiError::Internal(format!("saving rules: {error}")))?
-                .map_err(|error| {
-                    ApiError::Internal(format!(
-                        "rules applied but saving {} failed: {error}",
-                        self.inner.config.rules.file_path().display()
-                    ))
-                })?;
+                .map_err(|error| error.to_string())
+                .and_then(|result| result.map_err(|error| error.to_string()));
+            if let Err(error) = saved {
+                *self.inner.last_rules_text.lock() = previous_text;
+                return Err(ApiError::Internal(format!(
+                    "saving rules to {} failed: {error}; nothing changed (file, backups and rules in force are as before)",
+                    path.display()
+                )));
+            }
+            // Applied only once saved: what is in force is always on disk.
+            if let Err(error) = self.inner.apply_rules(rules).await {
+                let message = format!(
+                    "rules saved to {} but not applied yet: {error}",
+                    path.display()
+                );
+                self.inner.set_rules_error(Some(message.clone()));
+                // Forgotten so the rules file poller applies it when it can.
+                *self.inner.last_rules_text.lock() = None;
+                return Err(ApiError::Unavailable(message));
+            }
             self.inner.set_rules_error(None);
-            tracing::info!(path = %self.inner.config.rules.file_path().display(), "rules saved and applied");
+            tracing::info!(path = %path.display(), "rules saved and applied");
             Ok(())
         })
     }
