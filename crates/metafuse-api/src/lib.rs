@@ -7,10 +7,13 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod config;
 mod error;
+mod guard;
 mod prometheus;
 mod router;
 mod server;
+mod static_files;
 mod timestamp;
 
 pub use backend::{
@@ -18,5 +21,6 @@ pub use backend::{
     PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
     TemplateVariable, Validation,
 };
+pub use config::ApiConfig;
 pub use error::ApiError;
-pub use server::{BackendSlot, serve};
+pub use server::{BackendSlot, serve, serve_with};
