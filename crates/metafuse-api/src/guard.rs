@@ -9,7 +9,7 @@ use serde_json::json;
 
 type HttpResponse = Response<Full<Bytes>>;
 
-/// `Ok` when the request may mutate; otherwise the 401/403 answer.
+/// `None` when the request may mutate; otherwise the 401/403 answer.
 ///
 /// With a token: `Authorization: Bearer <token>` is required (401 without
 /// it or with another token). Without one, a web page of another origin
@@ -18,7 +18,10 @@ type HttpResponse = Response<Full<Bytes>>;
 /// `Origin` whose host differs from `Host`, is refused (403). Requests with
 /// neither header come from scripts and command-line clients, which a page
 /// cannot forge.
-pub(crate) fn authorize(headers: &HeaderMap, api_token: Option<&str>) -> Result<(), HttpResponse> {
+pub(crate) fn refusal_to_mutate(
+    headers: &HeaderMap,
+    api_token: Option<&str>,
+) -> Option<HttpResponse> {
     if let Some(expected) = api_token {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -26,9 +29,9 @@ pub(crate) fn authorize(headers: &HeaderMap, api_token: Option<&str>) -> Result<
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim);
         return match presented {
-            Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(unauthorized("invalid api token")),
-            None => Err(unauthorized(
+            Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => None,
+            Some(_) => Some(unauthorized("invalid api token")),
+            None => Some(unauthorized(
                 "this route needs the api token: Authorization: Bearer <token>",
             )),
         };
@@ -36,9 +39,9 @@ pub(crate) fn authorize(headers: &HeaderMap, api_token: Option<&str>) -> Result<
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("");
         if site == "same-origin" || site == "none" {
-            return Ok(());
+            return None;
         }
-        return Err(forbidden(&format!(
+        return Some(forbidden(&format!(
             "cross-origin request refused (Sec-Fetch-Site: {site}); changes are accepted only from the same origin or with an api token"
         )));
     }
@@ -49,13 +52,13 @@ pub(crate) fn authorize(headers: &HeaderMap, api_token: Option<&str>) -> Result<
             .and_then(|value| value.to_str().ok())
             .unwrap_or("");
         if origin_authority(origin).is_some_and(|authority| authority.eq_ignore_ascii_case(host)) {
-            return Ok(());
+            return None;
         }
-        return Err(forbidden(&format!(
+        return Some(forbidden(&format!(
             "cross-origin request refused (Origin {origin}, Host {host}); changes are accepted only from the same origin or with an api token"
         )));
     }
-    Ok(())
+    None
 }
 
 /// `http://host:3000` → `host:3000`; `null` and anything odd → `None`.
@@ -115,9 +118,9 @@ mod tests {
     }
 
     fn status(pairs: &[(&'static str, &'static str)], token: Option<&str>) -> u16 {
-        match authorize(&headers(pairs), token) {
-            Ok(()) => 200,
-            Err(response) => response.status().as_u16(),
+        match refusal_to_mutate(&headers(pairs), token) {
+            None => 200,
+            Some(response) => response.status().as_u16(),
         }
     }
 

@@ -173,8 +173,8 @@ async fn respond(
     request: Request<Incoming>,
 ) -> HttpResponse {
     if is_mutating(route, &method)
-        && let Err(response) =
-            guard::authorize(request.headers(), state.config.api_token.as_deref())
+        && let Some(response) =
+            guard::refusal_to_mutate(request.headers(), state.config.api_token.as_deref())
     {
         return response;
     }
