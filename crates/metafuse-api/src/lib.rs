@@ -18,9 +18,10 @@ mod timestamp;
 
 pub use backend::{
     Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
-    TemplateVariable, Validation,
+    PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
+    StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation, VariableType,
 };
 pub use config::ApiConfig;
 pub use error::ApiError;
 pub use server::{BackendSlot, serve, serve_with};
+pub use timestamp::rfc3339_millis;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::backend::{Backend, Health, HealthStatus, StreamHealth};
+use crate::backend::{Backend, Health, HealthStatus, ServiceList, SourceState, StreamHealth};
 use crate::error::ApiError;
 use crate::prometheus;
 use crate::server::ServerState;
@@ -215,6 +215,7 @@ fn respond_starting(route: Route) -> HttpResponse {
                     ..StreamHealth::default()
                 },
                 rules_error: None,
+                source: SourceState::default(),
             }),
         ),
         Route::Liveness => json_response(StatusCode::OK, &json!({ "status": "alive" })),
@@ -310,7 +311,7 @@ async fn dispatch(
             ok(&backend.validate(rule, sample_metadata))
         }
         Route::RulesVariables => ok(&json!({ "variables": backend.variables() })),
-        Route::Services => ok(&backend.services()),
+        Route::Services => ok(&services_body(backend.services().await)),
         Route::Metrics => {
             let mut response = Response::new(Full::new(Bytes::from(prometheus::render(
                 &backend.metrics(),
@@ -334,10 +335,43 @@ fn health_body(health: Health) -> Value {
         "timestamp": rfc3339_millis(std::time::SystemTime::now()),
         "service": "meta-fuse",
         "redis": { "connected": health.redis_connected },
+        "redisConnected": health.source.connected,
+        "source": health.source,
         "stream": health.stream,
     });
     if let (Some(rules_error), Value::Object(fields)) = (health.rules_error, &mut body) {
         fields.insert("rulesError".to_owned(), Value::String(rules_error));
+    }
+    body
+}
+
+/// The old shape `{services: [...], count}` (what meta-core's own
+/// `/api/services` answers), each entry also carrying `url` and `api` (the
+/// old meta-fuse code's names, which its dashboard's links read), plus the
+/// old `current`, `isLeader` and `leader`, and `warning` when the list may
+/// be incomplete.
+fn services_body(list: ServiceList) -> Value {
+    let services: Vec<Value> = list
+        .services
+        .iter()
+        .map(|service| {
+            let mut entry = json!(service);
+            if let Value::Object(fields) = &mut entry {
+                fields.insert("url".to_owned(), json!(service.base_url));
+                fields.insert("api".to_owned(), json!(service.base_url));
+            }
+            entry
+        })
+        .collect();
+    let mut body = json!({
+        "services": services,
+        "count": list.services.len(),
+        "current": "meta-fuse",
+        "isLeader": false,
+        "leader": list.leader,
+    });
+    if let (Some(warning), Value::Object(fields)) = (list.warning, &mut body) {
+        fields.insert("warning".to_owned(), Value::String(warning));
     }
     body
 }

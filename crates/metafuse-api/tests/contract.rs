@@ -16,8 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metafuse_api::{
     ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
-    TemplateVariable, Validation, serve,
+    PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
+    StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation, VariableType, serve,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
@@ -63,6 +63,11 @@ impl Backend for FixedTree {
                 lag_entries: Some(0),
             },
             rules_error: None,
+            source: SourceState {
+                mode: "redis".into(),
+                connected: true,
+                url: Some("redis://core:6379".into()),
+            },
         }
     }
 
@@ -74,6 +79,12 @@ impl Backend for FixedTree {
             directory_count: 4,
             total_size: 1_500_000_000,
             last_refresh: Some(UNIX_EPOCH + Duration::from_secs(1_705_314_600)),
+            redis_connected: true,
+            source: SourceState {
+                mode: "redis".into(),
+                connected: true,
+                url: Some("redis://core:6379".into()),
+            },
             state_builder: StateBuilderStats {
                 events_processed: 15,
                 properties_fetched: 9,
@@ -200,12 +211,15 @@ impl Backend for FixedTree {
             Ok(Preview {
                 previews: vec![PreviewEntry {
                     hash_id: "bafkrei9f3a1c2e".into(),
-                    current_path: Some(MOVIE.into()),
-                    new_path: Some(format!("/limit {limit}/Heat.mkv")),
+                    source_path: "/files/watch/Heat.1995.mkv".into(),
+                    current_virtual_path: MOVIE.into(),
+                    new_virtual_path: Some(format!("/limit {limit}/Heat.mkv")),
+                    matched_rule: Some("movies".into()),
                     rule_name: Some(rule_name),
-                    reason: None,
+                    error: None,
                 }],
                 total: 1,
+                limited: false,
                 sampled: 1,
             })
         })
@@ -232,15 +246,29 @@ impl Backend for FixedTree {
 
     fn variables(&self) -> Vec<TemplateVariable> {
         vec![TemplateVariable {
-            name: "season".into(),
+            name: "Season".into(),
+            path: "season".into(),
+            value_type: VariableType::Number,
             description: "Season number".into(),
             example: "1".into(),
             modifiers: vec!["pad2".into()],
         }]
     }
 
-    fn services(&self) -> Value {
-        json!({"services": [], "current": "meta-fuse", "leader": null, "isLeader": false})
+    fn services(&self) -> BoxFuture<'_, ServiceList> {
+        Box::pin(async move {
+            ServiceList {
+                services: vec![ServiceEntry {
+                    name: "meta-sort".into(),
+                    hostname: "nas".into(),
+                    base_url: "http://nas:8180".into(),
+                    status: "running".into(),
+                    last_heartbeat: Some("2024-01-15T10:30:00.000Z".into()),
+                }],
+                warning: None,
+                leader: None,
+            }
+        })
     }
 
     fn metrics(&self) -> MetricsSnapshot {
@@ -377,6 +405,11 @@ async fn health_routes_report_the_reference_fields_and_the_real_state() {
         assert_eq!(health["stream"]["lastEventId"], "1703808000000-0");
         assert_eq!(health["stream"]["secondsSinceLastEvent"], 1.5);
         assert_eq!(health["stream"]["lagEntries"], 0);
+        assert_eq!(health["redisConnected"], true);
+        assert_eq!(
+            health["source"],
+            json!({"mode": "redis", "connected": true, "url": "redis://core:6379"})
+        );
         assert!(
             health.get("rulesError").is_none(),
             "no rules error: the field is left out"
@@ -397,6 +430,8 @@ async fn stats_keep_the_reference_shape() {
             "directoryCount": 4,
             "totalSize": 1_500_000_000u64,
             "lastRefresh": "2024-01-15T10:30:00.000Z",
+            "redisConnected": true,
+            "source": {"mode": "redis", "connected": true, "url": "redis://core:6379"},
             "stateBuilder": {
                 "eventsProcessed": 15,
                 "propertiesFetched": 9,
@@ -601,12 +636,17 @@ async fn preview_passes_rules_and_limit_and_returns_the_reference_shape() {
         reply.json(),
         json!({
             "previews": [{
+                "sourcePath": "/files/watch/Heat.1995.mkv",
+                "currentVirtualPath": MOVIE,
+                "newVirtualPath": "/limit 100/Heat.mkv",
+                "matchedRule": "movies",
                 "hashId": "bafkrei9f3a1c2e",
+                "ruleName": "in force",
                 "currentPath": MOVIE,
-                "newPath": "/limit 100/Heat.mkv",
-                "ruleName": "in force"
+                "newPath": "/limit 100/Heat.mkv"
             }],
             "total": 1,
+            "limited": false,
             "sampled": 1
         })
     );
@@ -666,11 +706,23 @@ async fn variables_and_services_keep_their_shapes() {
     let server = TestServer::start().await;
     assert_eq!(
         server.get("/api/fuse/rules/variables").await.json(),
-        json!({"variables": [{"name": "season", "description": "Season number", "example": "1", "modifiers": ["pad2"]}]})
+        json!({"variables": [{"name": "Season", "path": "season", "type": "number",
+            "description": "Season number", "example": "1", "modifiers": ["pad2"]}]})
     );
     let services = server.get("/api/services").await;
     assert_eq!(services.status, StatusCode::OK);
-    assert_eq!(services.json()["current"], "meta-fuse");
+    assert_eq!(
+        services.json(),
+        json!({
+            "services": [{"name": "meta-sort", "hostname": "nas", "baseUrl": "http://nas:8180",
+                "status": "running", "lastHeartbeat": "2024-01-15T10:30:00.000Z",
+                "url": "http://nas:8180", "api": "http://nas:8180"}],
+            "count": 1,
+            "current": "meta-fuse",
+            "isLeader": false,
+            "leader": null
+        })
+    );
     server.stop().await;
 }
 
