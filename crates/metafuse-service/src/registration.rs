@@ -9,9 +9,11 @@
 //! (`--no-register` turns both off).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use metafuse_api::rfc3339_millis;
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -55,6 +57,9 @@ impl RegistrationConfig {
 pub struct Registration {
     path: PathBuf,
     task: Option<JoinHandle<()>>,
+    /// Set on stop, under the lock every write takes: a write still in
+    /// flight on a blocking thread cannot bring the file back afterwards.
+    stopped: Arc<Mutex<bool>>,
 }
 
 impl Registration {
@@ -72,6 +77,8 @@ impl Registration {
         write_heartbeat(&path, &config, started_at);
         tracing::info!(path = %path.display(), "registered with meta-core's service registry");
         let task_path = path.clone();
+        let stopped = Arc::new(Mutex::new(false));
+        let task_stopped = stopped.clone();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(config.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,9 +86,13 @@ impl Registration {
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                let (path, config) = (task_path.clone(), config.clone());
+                let (path, config, stopped) =
+                    (task_path.clone(), config.clone(), task_stopped.clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    write_heartbeat(&path, &config, started_at);
+                    let stopped = stopped.lock();
+                    if !*stopped {
+                        write_heartbeat(&path, &config, started_at);
+                    }
                 })
                 .await;
             }
@@ -89,6 +100,7 @@ impl Registration {
         Some(Registration {
             path,
             task: Some(task),
+            stopped,
         })
     }
 
@@ -103,7 +115,15 @@ impl Registration {
             task.abort();
             let _ = task.await;
         }
-        remove_heartbeat(&self.path);
+        self.unregister();
+    }
+
+    fn unregister(&self) {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            *stopped = true;
+            remove_heartbeat(&self.path);
+        }
     }
 }
 
@@ -111,8 +131,8 @@ impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            remove_heartbeat(&self.path);
         }
+        self.unregister();
     }
 }
 
