@@ -111,7 +111,7 @@ pub(crate) async fn handle(
         return Ok(response);
     };
     let mut response = if method == Method::OPTIONS {
-        preflight(methods)
+        preflight(route, methods)
     } else {
         let effective_method = if method == Method::HEAD {
             // hyper drops the body of a HEAD response itself.
@@ -134,7 +134,12 @@ pub(crate) async fn handle(
     };
     // The MetaMesh dashboards call the API from another origin, as the
     // reference allowed; but no other origin may change anything.
-    if !is_mutating(route, &method) {
+    let grant_cors = if method == Method::OPTIONS {
+        methods.iter().any(|allowed| !is_mutating(route, allowed))
+    } else {
+        !is_mutating(route, &method)
+    };
+    if grant_cors {
         response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
@@ -144,13 +149,13 @@ pub(crate) async fn handle(
 }
 
 /// The CORS preflight: other origins may read, never mutate.
-fn preflight(methods: &[Method]) -> HttpResponse {
+fn preflight(route: Route, methods: &[Method]) -> HttpResponse {
     let mut response = empty_response(StatusCode::NO_CONTENT);
     let headers = response.headers_mut();
     headers.insert(header::ALLOW, allow_header(methods));
     let readable: Vec<Method> = methods
         .iter()
-        .filter(|method| **method != Method::PUT)
+        .filter(|method| !is_mutating(route, method))
         .cloned()
         .collect();
     if !readable.is_empty() {

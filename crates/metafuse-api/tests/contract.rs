@@ -15,9 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metafuse_api::{
-    ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
-    StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation, VariableType, serve,
+    ApiConfig, ApiError, Attr, Backend, BackendSlot, BoxFuture, EntryKind, Health, HealthStatus,
+    MetricsSnapshot, Preview, PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList,
+    SourceState, StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation,
+    VariableType, serve_with,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
@@ -313,13 +314,17 @@ impl Reply {
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with(ApiConfig::default()).await
+    }
+
+    async fn start_with(config: ApiConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let backend = Arc::new(FixedTree::new());
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, backend.clone(), async {
+        let server = tokio::spawn(serve_with(listener, backend.clone(), config, async {
             let _ = stopped.await;
         }));
         Self {
@@ -354,6 +359,49 @@ impl TestServer {
             status,
             headers,
             body: String::from_utf8(bytes.to_vec()).expect("utf-8 body"),
+        }
+    }
+
+    fn address(&self) -> std::net::SocketAddr {
+        self.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address")
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
+        let response = tokio::time::timeout(GUARD, self.client.request(request))
+            .await
+            .expect("answered in time")
+            .expect("http exchange");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 
@@ -961,5 +1009,287 @@ async fn serve_returns_after_shutdown_even_with_an_idle_keep_alive_connection() 
     let server = TestServer::start().await;
     // The client pool keeps this connection open; shutdown must still finish.
     assert_eq!(server.get("/health").await.status, StatusCode::OK);
+    server.stop().await;
+}
+
+/// One request written as raw bytes (paths no client would normalise);
+/// returns the whole response as text.
+async fn raw_exchange(address: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(GUARD, stream.read_to_end(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+const RULES_BODY: &str =
+    r#"{"config": {"version": 1, "rules": [{"id": "a", "template": "A/{title}"}]}}"#;
+
+#[tokio::test]
+async fn without_a_token_mutating_routes_accept_only_the_same_origin() {
+    let server = TestServer::start().await;
+    let cross_origin: [&[(&str, &str)]; 3] = [
+        &[("origin", "http://evil.example")],
+        &[("origin", "null")],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://evil.example"),
+        ],
+    ];
+    for headers in cross_origin {
+        let reply = server
+            .call_with(Method::PUT, "/api/fuse/rules", RULES_BODY, headers)
+            .await;
+        assert_error(&reply, StatusCode::FORBIDDEN, "cross-origin");
+        assert!(reply.headers.get("access-control-allow-origin").is_none());
+        let reply = server
+            .call_with(Method::POST, "/api/fuse/refresh", "", headers)
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        server.get("/api/fuse/rules").await.json()["config"]["rules"],
+        json!([])
+    );
+
+    // The same origin (the dashboard served by us) and non-browsers pass.
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let same_origin = format!("http://{host}");
+    let reply = server
+        .call_with(
+            Method::PUT,
+            "/api/fuse/rules",
+            RULES_BODY,
+            &[("origin", &same_origin)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        reply.headers.get("access-control-allow-origin").is_none(),
+        "no CORS grant on a mutating route"
+    );
+    let reply = server
+        .call_with(
+            Method::POST,
+            "/api/fuse/refresh",
+            "",
+            &[("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = server.call(Method::POST, "/api/fuse/refresh", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 2);
+
+    // Reads stay open to other origins; the preflight never grants PUT.
+    let reply = server
+        .call_with(
+            Method::GET,
+            "/api/fuse/rules",
+            "",
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+    let reply = server.call(Method::OPTIONS, "/api/fuse/rules", "").await;
+    let granted = reply.headers["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii");
+    assert!(!granted.contains("PUT"), "{granted}");
+    let reply = server.call(Method::OPTIONS, "/api/fuse/refresh", "").await;
+    assert!(reply.headers.get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_token_mutating_routes_need_it() {
+    let server = TestServer::start_with(ApiConfig {
+        api_token: Some("s3cret-token".into()),
+        ..ApiConfig::default()
+    })
+    .await;
+    let reply = server
+        .call(Method::PUT, "/api/fuse/rules", RULES_BODY)
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "api token");
+    assert!(
+        reply.headers["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("Bearer")
+    );
+    let reply = server
+        .call_with(
+            Method::PUT,
+            "/api/fuse/rules",
+            RULES_BODY,
+            &[("authorization", "Bearer wrong")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = server.call(Method::POST, "/api/fuse/refresh", "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        server.get("/api/fuse/rules").await.json()["config"]["rules"],
+        json!([])
+    );
+
+    let reply = server
+        .call_with(
+            Method::PUT,
+            "/api/fuse/rules",
+            RULES_BODY,
+            &[("authorization", "Bearer s3cret-token")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // Reads need no token.
+    assert_eq!(server.get("/api/fuse/stats").await.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_they_are_buffered() {
+    let server = TestServer::start().await;
+    let five_mib_template = "x".repeat(5 * 1024 * 1024);
+    let body =
+        json!({"config": {"version": 1, "rules": [{"id": "a", "template": five_mib_template}]}})
+            .to_string();
+    let reply = server.call(Method::PUT, "/api/fuse/rules", &body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(reply.body.contains("too large"), "{}", reply.body);
+    let reply = server
+        .call(Method::POST, "/api/fuse/rules/preview", &body)
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_tree_and_liveness_the_process() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let slot = BackendSlot::empty();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        slot.clone(),
+        ApiConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let get = |path: &'static str| {
+        raw_exchange(
+            address,
+            Box::leak(
+                format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .into_boxed_str(),
+            ),
+        )
+    };
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("\"phase\":\"bootstrapping\""), "{ready}");
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/health").await.starts_with("HTTP/1.1 200"));
+
+    slot.fill(Arc::new(FixedTree::new()));
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("\"phase\":\"tailing\""), "{ready}");
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+    let _ = stop.send(());
+    server.await.expect("server");
+}
+
+#[tokio::test]
+async fn the_ui_dir_serves_the_app_and_nothing_outside_it() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ui-spa");
+    let sandbox = tempfile::tempdir().expect("tempdir");
+    let ui_dir = sandbox.path().join("ui");
+    std::fs::create_dir_all(ui_dir.join("assets")).expect("ui dir");
+    for file in ["index.html", "assets/app.js", "assets/style.css"] {
+        std::fs::copy(fixture.join(file), ui_dir.join(file)).expect("copy fixture");
+    }
+    std::fs::write(sandbox.path().join("secret.txt"), "outside-secret").expect("secret");
+    std::os::unix::fs::symlink(sandbox.path().join("secret.txt"), ui_dir.join("leak.txt"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(sandbox.path(), ui_dir.join("up")).expect("dir symlink");
+    std::os::unix::fs::symlink(ui_dir.join("assets/app.js"), ui_dir.join("inside.js"))
+        .expect("inner symlink");
+    let server = TestServer::start_with(ApiConfig {
+        ui_dir: Some(ui_dir.clone()),
+        ..ApiConfig::default()
+    })
+    .await;
+
+    let index = server.get("/").await;
+    assert_eq!(index.status, StatusCode::OK);
+    assert_eq!(index.headers["content-type"], "text/html; charset=utf-8");
+    assert!(index.body.contains("fixture-spa-index"));
+    let script = server.get("/assets/app.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.headers["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.body.contains("fixture-spa-app"));
+    assert_eq!(
+        server.get("/assets/style.css").await.headers["content-type"],
+        "text/css; charset=utf-8"
+    );
+    // A symlink that stays inside is fine.
+    assert_eq!(server.get("/inside.js").await.status, StatusCode::OK);
+    // Routes of the app get the app; a directory is never listed.
+    for route in ["/rules", "/settings/webdav", "/assets"] {
+        let reply = server.get(route).await;
+        assert_eq!(reply.status, StatusCode::OK, "{route}");
+        assert!(
+            reply.body.contains("fixture-spa-index"),
+            "{route}: {}",
+            reply.body
+        );
+    }
+    // A missing asset is a 404, not the app parsed as script.
+    assert_eq!(
+        server.get("/assets/missing.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // API routes first; unknown API routes are JSON 404s.
+    assert_eq!(server.get("/health").await.json()["service"], "meta-fuse");
+    assert_eq!(server.get("/api/nope").await.status, StatusCode::NOT_FOUND);
+    // Nothing outside the directory, however it is asked for.
+    for hostile in ["/leak.txt", "/up/secret.txt"] {
+        let reply = server.get(hostile).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{hostile}");
+        assert!(!reply.body.contains("outside-secret"));
+    }
+    for hostile in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/assets/..%2f..%2fsecret.txt",
+        "/ui/../secret.txt",
+    ] {
+        let reply = raw_exchange(
+            server.address(),
+            &format!("GET {hostile} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 404"), "{hostile}: {reply}");
+        assert!(!reply.contains("outside-secret"), "{hostile}");
+    }
     server.stop().await;
 }
