@@ -7,6 +7,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -106,6 +107,7 @@ pub async fn serve_with(
 ) {
     warn_when_exposed(&listener, &config);
     let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let refusal_slots = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
     let state = Arc::new(ServerState {
         backend: backend.into(),
         body_budget: Arc::new(Semaphore::new(
@@ -123,8 +125,7 @@ pub async fn serve_with(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
-                        // A full send buffer just loses the courtesy reply.
-                        let _ = stream.try_write(OVERLOADED_RESPONSE);
+                        refuse(stream, &refusal_slots);
                         n_refused += 1;
                         if n_refused.is_power_of_two() {
                             tracing::warn!(n_refused, max_connections = state.config.max_connections, "api connection limit reached; answering 503");
@@ -148,6 +149,35 @@ pub async fn serve_with(
     // Ignoring the error: no connection is listening when all are gone.
     let _ = stop_sender.send(true);
     while connections.join_next().await.is_some() {}
+}
+
+/// Refused connections kept open at once to deliver their 503.
+const MAX_LINGERING_REFUSALS: usize = 64;
+/// How long a refused connection is kept to deliver its 503.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a connection over the cap with 503 and closes it. Closing at
+/// once would reset the connection when the client's request arrives, and
+/// the reset can destroy the 503 before the client reads it; so the
+/// request is read and dropped for a moment first, with a fixed buffer, a
+/// time limit and a cap on such connections (beyond it they are just
+/// closed).
+fn refuse(stream: tokio::net::TcpStream, refusal_slots: &Arc<Semaphore>) {
+    // A full send buffer just loses the courtesy reply.
+    let _ = stream.try_write(OVERLOADED_RESPONSE);
+    let Ok(lingering) = refusal_slots.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _lingering = lingering;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            let _ = stream.shutdown().await;
+            let mut discard = [0u8; 4096];
+            while matches!(stream.read(&mut discard).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }
 
 /// Anyone who reaches a non-loopback address can read the library and, with
