@@ -37,7 +37,10 @@ mod key;
 mod projection;
 mod record;
 
-pub use key::{KeyError, parse_event_key};
+pub use key::{
+    EVENTS_STREAM, FILE_KEY_PREFIX, INDEX_HASH_ID, KeyError, escape_glob, file_key, index_key,
+    parse_event_key,
+};
 pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
 
 #[cfg(test)]

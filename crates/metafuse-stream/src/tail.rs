@@ -1,19 +1,19 @@
 //! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
 //! on another, reconnecting with backoff after a connection loss.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use metafuse_rules::RelevantProperties;
-use metafuse_state::{EventCounts, FetchedValue};
+use metafuse_source::{TailBatch, TailEvent, TailStatus};
+use metafuse_state::{EVENTS_STREAM, EventCounts};
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 
+use crate::connect::Connector;
 use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
-use crate::fetch::{FetchedValues, fetch_values};
-use crate::info::{EVENTS_STREAM, StreamInfo, stream_info};
+use crate::fetch::fetch_values;
+use crate::info::{StreamInfo, stream_info};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -24,138 +24,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Fetch replies are small; a stalled server must not hang the tail.
 const FETCH_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One batch of the tail: the current values of the relevant keys that
-/// changed, fetched outside any lock of the caller.
-#[derive(Clone, Debug, Default)]
-pub struct TailBatch {
-    /// The fetched values.
-    pub values: FetchedValues,
-    /// The id of the last entry read (the tail's new position).
-    pub last_event_id: String,
-    /// Entries read, skipped and malformed in this batch.
-    pub counts: EventCounts,
-}
-
-impl TailBatch {
-    /// The values, ready for `Projection::apply_batch`.
-    pub fn fetched(&self) -> impl Iterator<Item = FetchedValue<'_>> {
-        self.values.iter()
-    }
-}
-
-/// What the tail saw next.
-#[derive(Clone, Debug)]
-pub enum TailEvent {
-    /// New entries: apply the values, then record the counts and id.
-    Batch(TailBatch),
-    /// The stream no longer holds every entry after our position (trimmed,
-    /// or Redis came back without it): rebuild by snapshot into a fresh
-    /// projection, then [`Tail::resume_from`] its last id.
-    Resync {
-        /// Our position when the gap was detected.
-        last_event_id: String,
-    },
-}
-
-/// What a [`Tail`] reports about itself, readable from any thread without
-/// touching the tail: a cheap clone of shared atomics.
-///
-/// Obtained with [`Tail::status`]; a later tail (after a leader switch) can
-/// report into the same handle with [`Tail::set_status`], so its readers keep
-/// one handle and the counters continue.
-#[derive(Clone, Debug, Default)]
-pub struct TailStatus {
-    shared: Arc<SharedTailStatus>,
-}
-
-#[derive(Debug)]
-struct SharedTailStatus {
-    connected: AtomicBool,
-    /// Connections opened by the tails reporting here (the first is no reconnect).
-    connections: AtomicU64,
-    /// Unix milliseconds of the last entry read; 0 until one was.
-    last_entry_at_ms: AtomicU64,
-    /// [`UNKNOWN_LAG`] until the tail has seen where the stream ends.
-    lag_entries: AtomicU64,
-}
-
-/// Stands for "not known" in [`SharedTailStatus::lag_entries`].
-const UNKNOWN_LAG: u64 = u64::MAX;
-
-impl Default for SharedTailStatus {
-    fn default() -> Self {
-        SharedTailStatus {
-            connected: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
-            last_entry_at_ms: AtomicU64::new(0),
-            lag_entries: AtomicU64::new(UNKNOWN_LAG),
-        }
-    }
-}
-
-impl TailStatus {
-    /// Whether the tail holds a working connection to Redis (false before
-    /// its first read and while it retries after a loss).
-    pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Relaxed)
-    }
-
-    /// Connections re-established after the first one (connection losses
-    /// recovered, plus tails that took over this handle).
-    pub fn reconnects(&self) -> u64 {
-        self.shared
-            .connections
-            .load(Ordering::Relaxed)
-            .saturating_sub(1)
-    }
-
-    /// When the tail last read stream entries, if it has.
-    pub fn last_entry_at(&self) -> Option<SystemTime> {
-        match self.shared.last_entry_at_ms.load(Ordering::Relaxed) {
-            0 => None,
-            milliseconds => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(milliseconds)),
-        }
-    }
-
-    /// Stream entries after the tail's position when it last looked at the
-    /// stream (`XINFO STREAM` after every read). Counted from the stream's
-    /// `entries-added` (Redis >= 7), so it is `None` until the tail has once
-    /// caught up with the stream's end; 0 whenever it is caught up.
-    pub fn lag_entries(&self) -> Option<u64> {
-        match self.shared.lag_entries.load(Ordering::Relaxed) {
-            UNKNOWN_LAG => None,
-            lag => Some(lag),
-        }
-    }
-
-    fn set_connected(&self, connected: bool) {
-        self.shared.connected.store(connected, Ordering::Relaxed);
-    }
-
-    fn record_connection(&self) {
-        self.shared.connections.fetch_add(1, Ordering::Relaxed);
-        self.set_connected(true);
-    }
-
-    fn record_entries_read(&self) {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(1, |since_epoch| since_epoch.as_millis().max(1) as u64);
-        self.shared
-            .last_entry_at_ms
-            .store(now_ms, Ordering::Relaxed);
-    }
-
-    fn set_lag_entries(&self, lag: Option<u64>) {
-        self.shared
-            .lag_entries
-            .store(lag.unwrap_or(UNKNOWN_LAG), Ordering::Relaxed);
-    }
-}
-
 /// Follows `meta:events` after a position (see `Source::tail`).
 pub struct Tail {
-    client: redis::Client,
+    connector: Connector,
     prefix: String,
     last_event_id: String,
     block: Duration,
@@ -183,9 +54,9 @@ impl std::fmt::Debug for Tail {
 }
 
 impl Tail {
-    pub(crate) fn new(client: redis::Client, prefix: &str, last_event_id: &str) -> Self {
+    pub(crate) fn new(connector: Connector, prefix: &str, last_event_id: &str) -> Self {
         Self {
-            client,
+            connector,
             prefix: prefix.to_owned(),
             last_event_id: last_event_id.to_owned(),
             block: DEFAULT_BLOCK,
@@ -281,23 +152,12 @@ impl Tail {
     /// One `XREAD`; `None` when it timed out without entries.
     async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
         if self.read_connection.is_none() || self.fetch_connection.is_none() {
-            let blocking = AsyncConnectionConfig::new().set_response_timeout(None);
-            let fetching =
-                AsyncConnectionConfig::new().set_response_timeout(Some(FETCH_RESPONSE_TIMEOUT));
-            let connect = |cause| StreamError::Connect {
-                url: "the tail's redis".to_owned(),
-                cause,
-            };
-            let read = self
-                .client
-                .get_multiplexed_async_connection_with_config(&blocking)
-                .await
-                .map_err(connect)?;
+            // The blocking read never times out; fetch replies are small.
+            let read = self.connector.multiplexed(None).await?;
             let mut fetch = self
-                .client
-                .get_multiplexed_async_connection_with_config(&fetching)
-                .await
-                .map_err(connect)?;
+                .connector
+                .multiplexed(Some(FETCH_RESPONSE_TIMEOUT))
+                .await?;
             // After (re)connecting, the stream must still lead on from our
             // position: a Redis that came back empty, or trimmed past us,
             // means changes were lost.

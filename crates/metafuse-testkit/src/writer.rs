@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::library::EVENTS_STREAM;
+use metafuse_state::{EVENTS_STREAM, escape_glob};
 
 /// Every file's properties: hashId → property → value.
 pub type Files = BTreeMap<String, BTreeMap<String, String>>;
@@ -215,18 +215,6 @@ pub fn read_truth(connection: &mut redis::Connection, prefix: &str) -> redis::Re
         }
     }
     Ok(files)
-}
-
-/// `text` with the glob characters of `SCAN MATCH` escaped.
-fn escape_glob(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        if matches!(character, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(character);
-    }
-    escaped
 }
 
 #[cfg(test)]

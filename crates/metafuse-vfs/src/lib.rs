@@ -15,6 +15,6 @@ mod tree;
 #[cfg(test)]
 mod tree_tests;
 
-pub use change::{ChangeBatch, ChangeCause, PathChange, PathChangeKind};
+pub use change::{ChangeBatch, ChangeCause, PathChange, PathChangeKind, TreeChanges};
 pub use library::{Library, SharedLibrary};
 pub use tree::{FileSpec, Invalidation, NodeKind, NodeRef, ROOT_INODE, Tree, TreeBuilder};
