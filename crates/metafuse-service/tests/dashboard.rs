@@ -171,6 +171,20 @@ async fn preview_equals_the_tree_that_saving_the_same_rules_produces() {
     assert_eq!(limited["total"], 4);
     assert_eq!(limited["limited"], true);
 
+    // Documents without rules are refused, not applied as "no rules".
+    for empty in [
+        json!({}),
+        json!({"version": 1, "rules": []}),
+        json!({"version": 1}),
+    ] {
+        let (status, reply) =
+            call(address, "PUT", "/api/fuse/rules", json!({"config": empty})).await;
+        assert_eq!(status, 400, "{empty}: {reply}");
+        assert_eq!(reply["success"], false, "{reply}");
+    }
+    let (_, unchanged) = call(address, "GET", "/api/fuse/rules", Value::Null).await;
+    assert_eq!(unchanged["config"], rules["config"]);
+
     // Saving gives exactly the previewed tree, file by file.
     let (status, saved) = call(
         address,
