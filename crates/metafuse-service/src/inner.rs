@@ -132,10 +132,23 @@ impl Inner {
             .push(AcknowledgingSubscriber { task, acknowledged });
     }
 
-    /// Stops the acknowledging subscribers, dropping their sinks (so a
-    /// mount handle held by one can be unmounted).
-    pub(crate) fn detach_invalidation_sinks(&self) {
-        for subscriber in self.acknowledging.lock().drain(..) {
+    /// Stops the acknowledging subscribers and waits until their sinks are
+    /// dropped (so a mount handle held by one can be unmounted).
+    pub(crate) async fn detach_invalidation_sinks(&self) {
+        let subscribers: Vec<AcknowledgingSubscriber> =
+            self.acknowledging.lock().drain(..).collect();
+        for subscriber in &subscribers {
+            subscriber.task.abort();
+        }
+        for subscriber in subscribers {
+            // A cancelled task reports a JoinError; that is the point.
+            let _ = subscriber.task.await;
+        }
+    }
+
+    /// Stops the acknowledging subscribers without waiting (for `Drop`).
+    pub(crate) fn abort_invalidation_sinks(&self) {
+        for subscriber in self.acknowledging.lock().iter() {
             subscriber.task.abort();
         }
     }

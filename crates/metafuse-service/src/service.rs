@@ -39,13 +39,15 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Service")
-            .field(
-                "redis_url",
-                &redact_url(&self.inner.leader.lock().redis_url),
-            )
+            .field("source", &source_location(&self.inner.leader.lock()))
             .field("last_event_id", &self.inner.applied_event_id())
             .finish()
     }
+}
+
+/// Where a leader's source is, credentials redacted, for messages.
+fn source_location(leader: &Leader) -> String {
+    redact_url(&leader.redis_url)
 }
 
 /// The one place a source is made from a leader: its Redis, for now.
@@ -207,7 +209,7 @@ impl Service {
             // A cancelled task reports a JoinError; that is the point.
             let _ = task.await;
         }
-        self.inner.detach_invalidation_sinks();
+        self.inner.detach_invalidation_sinks().await;
         self.inner.status.set_phase(Phase::Stopped);
         tracing::info!("service stopped");
     }
@@ -218,7 +220,7 @@ impl Drop for Service {
         for task in self.tasks.lock().iter() {
             task.abort();
         }
-        self.inner.detach_invalidation_sinks();
+        self.inner.abort_invalidation_sinks();
     }
 }
 
@@ -263,7 +265,7 @@ async fn bootstrap_when_reachable(
             }
             Err(cause) => {
                 return Err(ServiceError::Bootstrap {
-                    url: redact_url(&leader.redis_url),
+                    url: source_location(leader),
                     cause,
                 });
             }
@@ -520,7 +522,7 @@ impl StateTask {
         let result = self.switch_leader_attempt(&leader).await;
         self.inner.status.set_phase(Phase::Tailing);
         if let Err(error) = result {
-            tracing::warn!(%error, redis_url = redact_url(&leader.redis_url), "switching to the new leader failed; retrying later, still serving the last good tree");
+            tracing::warn!(%error, source = source_location(&leader), "switching to the new leader failed; retrying later, still serving the last good tree");
             let commands = self.inner.commands.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(LEADER_RETRY_DELAY).await;

@@ -53,6 +53,10 @@ impl StreamError {
                     || cause.is_connection_refusal()
                     || cause.is_timeout()
                     || cause.is_unrecoverable_error()
+                    // A Redis that just restarted answers LOADING until its
+                    // dataset is in memory: it is back, not yet usable.
+                    || cause.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
             }
             StreamError::InvalidUrl { .. } | StreamError::UnexpectedReply { .. } => false,
         }
