@@ -81,7 +81,10 @@ impl ServiceBackend {
         }
     }
 
-    /// The source in use (Redis, in this mode) and whether it answers.
+    /// The source in use and whether it answers. Sources are made only
+    /// from a leader's Redis for now (`service.rs`, `connect_source`); when
+    /// the meta-core source joins, `mode` is its `SourceKind::name()` and
+    /// `url` its API, while `connected` stays the tail's own report.
     fn source_state(&self) -> SourceState {
         SourceState {
             mode: "redis".to_owned(),
