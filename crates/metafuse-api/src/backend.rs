@@ -57,8 +57,10 @@ pub trait Backend: Send + Sync + 'static {
     fn validate(&self, rule: &Value, sample_metadata: Option<&Map<String, Value>>) -> Validation;
     /// Variables templates can use.
     fn variables(&self) -> Vec<TemplateVariable>;
-    /// Other MetaMesh services and the leader (`GET /api/services`), passed through as is.
-    fn services(&self) -> Value;
+    /// Other MetaMesh services, as the meta-core in use lists them (`GET
+    /// /api/services`). Never fails: when they cannot be listed the list is
+    /// empty and [`ServiceList::warning`] says why.
+    fn services(&self) -> BoxFuture<'_, ServiceList>;
     /// Figures for `GET /metrics`.
     fn metrics(&self) -> MetricsSnapshot;
 }
@@ -88,6 +90,20 @@ pub struct Health {
     /// Why the rules file on disk is not in force, while it is not (the
     /// body's `rulesError`, left out when `None`).
     pub rules_error: Option<String>,
+    /// Where metadata comes from and whether it is reachable.
+    pub source: SourceState,
+}
+
+/// The metadata source in use: Redis directly, or meta-core's HTTP API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceState {
+    /// `redis` or `meta-core`.
+    pub mode: String,
+    /// Whether the source answers (the dashboard's `redisConnected`).
+    pub connected: bool,
+    /// Where it is, passwords masked.
+    pub url: Option<String>,
 }
 
 /// The stream part of [`Health`].
@@ -118,6 +134,11 @@ pub struct Stats {
     /// When the tree was last rebuilt (RFC 3339 on the wire).
     #[serde(serialize_with = "serialize_optional_time")]
     pub last_refresh: Option<SystemTime>,
+    /// Whether the source is connected, in either mode (the old code's
+    /// field, which its dashboard shows as "Connected"/"Disconnected").
+    pub redis_connected: bool,
+    /// The source in use.
+    pub source: SourceState,
     /// Projection statistics.
     pub state_builder: StateBuilderStats,
     /// Further top-level fields (`strategy`, `bootstrapMs`, ...), merged into the object.
@@ -220,32 +241,59 @@ pub struct RulesSnapshot {
     pub last_modified: Option<SystemTime>,
 }
 
-/// `POST /api/fuse/rules/preview`.
+/// `POST /api/fuse/rules/preview`: the old code's `{previews, total,
+/// limited}`, plus `sampled` (the old docs' name for the count returned).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Preview {
-    /// One entry per sampled file.
+    /// One entry per previewed file.
     pub previews: Vec<PreviewEntry>,
-    /// Files considered.
+    /// Files considered (every visible file).
     pub total: u64,
+    /// Whether `previews` stops short of `total`.
+    pub limited: bool,
     /// Entries returned.
     pub sampled: u64,
 }
 
-/// One file of a [`Preview`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One file of a [`Preview`], in the old code's shape (`sourcePath`,
+/// `currentVirtualPath`, `newVirtualPath`, `matchedRule`, `error?`), plus
+/// `hashId`, `ruleName` and the old docs' `currentPath`/`newPath`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviewEntry {
     /// The file.
     pub hash_id: String,
-    /// Its path now.
-    pub current_path: Option<String>,
-    /// Its path under the previewed rules.
-    pub new_path: Option<String>,
-    /// Name of the rule that gave `new_path`.
+    /// Where its bytes are (absolute, under the files volume).
+    pub source_path: String,
+    /// Its virtual path now (`/`-rooted).
+    pub current_virtual_path: String,
+    /// Its virtual path once the previewed rules are saved: collisions
+    /// (` [hash8]`) and `Unsorted/` included.
+    pub new_virtual_path: Option<String>,
+    /// Id of the rule that placed it (`null`: the built-in `Unsorted/`).
+    pub matched_rule: Option<String>,
+    /// Name of that rule.
     pub rule_name: Option<String>,
-    /// Why no rule applied, when none did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    /// Why the file did not get the path its rule meant to give it.
+    pub error: Option<String>,
+}
+
+impl Serialize for PreviewEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entry = serde_json::json!({
+            "sourcePath": self.source_path,
+            "currentVirtualPath": self.current_virtual_path,
+            "newVirtualPath": self.new_virtual_path,
+            "matchedRule": self.matched_rule,
+            "hashId": self.hash_id,
+            "ruleName": self.rule_name,
+            "currentPath": self.current_virtual_path,
+            "newPath": self.new_virtual_path,
+        });
+        if let (Some(error), Value::Object(fields)) = (&self.error, &mut entry) {
+            fields.insert("error".to_owned(), Value::String(error.clone()));
+        }
+        entry.serialize(serializer)
+    }
 }
 
 /// `POST /api/fuse/rules/validate`.
@@ -262,11 +310,17 @@ pub struct Validation {
     pub sample_output: Option<String>,
 }
 
-/// `GET /api/fuse/rules/variables`.
+/// `GET /api/fuse/rules/variables`: the old code's `{name, path, type,
+/// description, example}`, plus the formats that apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TemplateVariable {
-    /// Field name as used in templates.
+    /// Display name (`Season`).
     pub name: String,
+    /// The field as written in templates (`season`).
+    pub path: String,
+    /// How the rules engine reads it.
+    #[serde(rename = "type")]
+    pub value_type: VariableType,
     /// What it holds.
     pub description: String,
     /// A typical value.
@@ -274,6 +328,45 @@ pub struct TemplateVariable {
     /// Formats that apply (`pad2`, `upper`, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub modifiers: Vec<String>,
+}
+
+/// The `type` of a [`TemplateVariable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VariableType {
+    /// Text.
+    String,
+    /// An integer (compared numerically, padded by `pad2`...).
+    Number,
+    /// `true`/`false`.
+    Boolean,
+}
+
+/// `GET /api/services`: other MetaMesh services.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceList {
+    /// The services meta-core lists.
+    pub services: Vec<ServiceEntry>,
+    /// Why the list may be incomplete (meta-core unreachable, ...).
+    pub warning: Option<String>,
+    /// The leader in use, for the old `leader` field.
+    pub leader: Option<Value>,
+}
+
+/// One service of a [`ServiceList`], in the old shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntry {
+    /// `meta-sort`, `meta-core`, ...
+    pub name: String,
+    /// Host it runs on.
+    pub hostname: String,
+    /// Where its dashboard and API are.
+    pub base_url: String,
+    /// `running`, `online`, ... as reported.
+    pub status: String,
+    /// When it was last heard of (RFC 3339), when known.
+    pub last_heartbeat: Option<String>,
 }
 
 /// Figures exported at `GET /metrics`.

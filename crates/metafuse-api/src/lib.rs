@@ -7,16 +7,21 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod config;
 mod error;
+mod guard;
 mod prometheus;
 mod router;
 mod server;
+mod static_files;
 mod timestamp;
 
 pub use backend::{
     Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
-    TemplateVariable, Validation,
+    PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
+    StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation, VariableType,
 };
+pub use config::ApiConfig;
 pub use error::ApiError;
-pub use server::{BackendSlot, serve};
+pub use server::{BackendSlot, serve, serve_with};
+pub use timestamp::rfc3339_millis;

@@ -1,6 +1,7 @@
 //! Routing and the handlers: request JSON in, the reference's JSON out.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -9,15 +10,15 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::backend::{Backend, Health, HealthStatus, StreamHealth};
+use crate::backend::{Backend, Health, HealthStatus, ServiceList, SourceState, StreamHealth};
 use crate::error::ApiError;
 use crate::prometheus;
-use crate::server::BackendSlot;
+use crate::server::ServerState;
 use crate::timestamp::rfc3339_millis;
+use crate::{guard, static_files};
 
-/// Rules documents are the largest bodies; a few MiB is far above any real one.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// The reference's preview default.
 const DEFAULT_PREVIEW_LIMIT: u64 = 100;
 /// Keeps one preview request from rendering the whole library into a response.
@@ -28,6 +29,8 @@ type HttpResponse = Response<Full<Bytes>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Health,
+    Readiness,
+    Liveness,
     Stats,
     Readdir,
     Getattr,
@@ -52,6 +55,8 @@ const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
 fn route_for(path: &str) -> Option<(Route, &'static [Method])> {
     Some(match path {
         "/health" | "/api/health" | "/api/fuse/health" => (Route::Health, GET),
+        "/readyz" => (Route::Readiness, GET),
+        "/livez" => (Route::Liveness, GET),
         "/api/fuse/stats" => (Route::Stats, GET),
         "/api/fuse/readdir" => (Route::Readdir, POST),
         "/api/fuse/getattr" => (Route::Getattr, POST),
@@ -71,60 +76,20 @@ fn route_for(path: &str) -> Option<(Route, &'static [Method])> {
     })
 }
 
+/// Requests that change state: guarded by the token or the same-origin
+/// rule, and never granted to other origins by CORS.
+fn is_mutating(route: Route, method: &Method) -> bool {
+    matches!(
+        (route, method),
+        (Route::Rules, &Method::PUT) | (Route::Refresh, &Method::POST)
+    )
+}
+
 /// Answers one request; never fails at the HTTP level (errors are JSON responses).
 pub(crate) async fn handle(
-    backend: BackendSlot,
+    state: Arc<ServerState>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
-    let mut response = match backend.current() {
-        Some(backend) => respond(backend.as_ref(), request).await,
-        None => respond_starting(&request),
-    };
-    // The MetaMesh dashboards call the API from another origin, as the
-    // reference allowed.
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    Ok(response)
-}
-
-/// The answer before the service is ready: health says `starting` (the
-/// process is alive, so a liveness probe passes), everything else is 503.
-fn respond_starting(request: &Request<Incoming>) -> HttpResponse {
-    let path = request.uri().path();
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
-    match route_for(path) {
-        None => error_response(
-            StatusCode::NOT_FOUND,
-            format!("no route for {} {}", request.method(), request.uri().path()),
-        ),
-        Some((Route::Health, _)) => json_response(
-            StatusCode::OK,
-            &health_body(Health {
-                status: HealthStatus::Starting,
-                redis_connected: false,
-                stream: StreamHealth {
-                    phase: "bootstrapping".to_owned(),
-                    ..StreamHealth::default()
-                },
-                rules_error: None,
-            }),
-        ),
-        Some(_) => {
-            let error = ApiError::Unavailable(
-                "metafuse is starting: waiting for its redis and the bootstrap".to_owned(),
-            );
-            json_response(error.status(), &error.body())
-        }
-    }
-}
-
-async fn respond(backend: &dyn Backend, request: Request<Incoming>) -> HttpResponse {
     let raw_path = request.uri().path().to_owned();
     let path = if raw_path.len() > 1 {
         raw_path.trim_end_matches('/')
@@ -133,55 +98,147 @@ async fn respond(backend: &dyn Backend, request: Request<Incoming>) -> HttpRespo
     };
     let method = request.method().clone();
     let Some((route, methods)) = route_for(path) else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            format!("no route for {method} {raw_path}"),
-        );
+        let is_read = method == Method::GET || method == Method::HEAD;
+        let response = match &state.config.ui_dir {
+            Some(ui_dir) if is_read && !raw_path.starts_with("/api/") => {
+                static_files::serve(ui_dir, &raw_path).await
+            }
+            _ => error_response(
+                StatusCode::NOT_FOUND,
+                format!("no route for {method} {raw_path}"),
+            ),
+        };
+        return Ok(response);
     };
-    let allow = allow_header(methods);
-    if method == Method::OPTIONS {
-        let mut response = empty_response(StatusCode::NO_CONTENT);
-        let headers = response.headers_mut();
-        headers.insert(header::ALLOW, allow.clone());
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+    let mut response = if method == Method::OPTIONS {
+        preflight(route, methods)
+    } else {
+        let effective_method = if method == Method::HEAD {
+            // hyper drops the body of a HEAD response itself.
+            Method::GET
+        } else {
+            method.clone()
+        };
+        if methods.contains(&effective_method) {
+            respond(&state, route, effective_method, request).await
+        } else {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed for {path}"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, allow_header(methods));
+            response
+        }
+    };
+    // The MetaMesh dashboards call the API from another origin, as the
+    // reference allowed; but no other origin may change anything.
+    let grant_cors = if method == Method::OPTIONS {
+        methods.iter().any(|allowed| !is_mutating(route, allowed))
+    } else {
+        !is_mutating(route, &method)
+    };
+    if grant_cors {
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    Ok(response)
+}
+
+/// The CORS preflight: other origins may read, never mutate.
+fn preflight(route: Route, methods: &[Method]) -> HttpResponse {
+    let mut response = empty_response(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.insert(header::ALLOW, allow_header(methods));
+    let readable: Vec<Method> = methods
+        .iter()
+        .filter(|method| !is_mutating(route, method))
+        .cloned()
+        .collect();
+    if !readable.is_empty() {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            allow_header(&readable),
+        );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("content-type"),
         );
+    }
+    response
+}
+
+async fn respond(
+    state: &ServerState,
+    route: Route,
+    method: Method,
+    request: Request<Incoming>,
+) -> HttpResponse {
+    if is_mutating(route, &method)
+        && let Some(response) =
+            guard::refusal_to_mutate(request.headers(), state.config.api_token.as_deref())
+    {
         return response;
     }
-    // hyper drops the body of a HEAD response itself.
-    let effective_method = if method == Method::HEAD {
-        Method::GET
-    } else {
-        method.clone()
+    let Some(backend) = state.backend.current() else {
+        return respond_starting(route);
     };
-    if !methods.contains(&effective_method) {
-        let mut response = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {method} not allowed for {path}"),
-        );
-        response.headers_mut().insert(header::ALLOW, allow);
-        return response;
-    }
-    let body = if effective_method == Method::GET {
-        Bytes::new()
+    let (body, _budget) = if method == Method::GET {
+        (Bytes::new(), None)
     } else {
-        match read_body(request.into_body()).await {
-            Ok(body) => body,
+        match read_body(state, route, request).await {
+            Ok((body, budget)) => (body, Some(budget)),
             Err(response) => return response,
         }
     };
-    match dispatch(backend, route, &effective_method, &body).await {
+    match dispatch(backend.as_ref(), route, &method, &body).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ApiError::Internal(_)) {
-                tracing::warn!("{method} {path} failed: {error}");
+                tracing::warn!("{method} {route:?} failed: {error}");
             }
             json_response(error.status(), &error.body())
         }
     }
 }
+
+/// The answer before the service is ready: health says `starting` (the
+/// process is alive, so a liveness probe passes), readiness and every other
+/// route 503.
+fn respond_starting(route: Route) -> HttpResponse {
+    match route {
+        Route::Health => json_response(
+            StatusCode::OK,
+            &health_body(Health {
+                status: HealthStatus::Starting,
+                redis_connected: false,
+                stream: StreamHealth {
+                    phase: STARTING_PHASE.to_owned(),
+                    ..StreamHealth::default()
+                },
+                rules_error: None,
+                source: SourceState::default(),
+            }),
+        ),
+        Route::Liveness => json_response(StatusCode::OK, &json!({ "status": "alive" })),
+        Route::Readiness => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "starting", "phase": STARTING_PHASE }),
+        ),
+        _ => {
+            let error = ApiError::Unavailable(
+                "metafuse is starting: waiting for its redis and the bootstrap".to_owned(),
+            );
+            json_response(error.status(), &error.body())
+        }
+    }
+}
+
+/// The phase reported while no tree serves yet.
+const STARTING_PHASE: &str = "bootstrapping";
 
 async fn dispatch(
     backend: &dyn Backend,
@@ -191,6 +248,24 @@ async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     match route {
         Route::Health => ok(&health_body(backend.health())),
+        // The backend exists only once the tree is complete: from then on
+        // the mount serves, whatever the stream does (a resynchronisation
+        // keeps serving the last good tree).
+        Route::Readiness => {
+            let phase = backend.health().stream.phase;
+            ok(&json!({ "status": "ready", "phase": phase }))
+        }
+        Route::Liveness => {
+            let phase = backend.health().stream.phase;
+            if phase == "stopped" {
+                Ok(json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "status": "stopped", "phase": phase }),
+                ))
+            } else {
+                ok(&json!({ "status": "alive", "phase": phase }))
+            }
+        }
         Route::Stats => ok(&backend.stats()),
         Route::Readdir => {
             let entries = backend.readdir(&path_parameter(body)?)?;
@@ -241,7 +316,7 @@ async fn dispatch(
             ok(&backend.validate(rule, sample_metadata))
         }
         Route::RulesVariables => ok(&json!({ "variables": backend.variables() })),
-        Route::Services => ok(&backend.services()),
+        Route::Services => ok(&services_body(backend.services().await)),
         Route::Metrics => {
             let mut response = Response::new(Full::new(Bytes::from(prometheus::render(
                 &backend.metrics(),
@@ -265,10 +340,43 @@ fn health_body(health: Health) -> Value {
         "timestamp": rfc3339_millis(std::time::SystemTime::now()),
         "service": "meta-fuse",
         "redis": { "connected": health.redis_connected },
+        "redisConnected": health.source.connected,
+        "source": health.source,
         "stream": health.stream,
     });
     if let (Some(rules_error), Value::Object(fields)) = (health.rules_error, &mut body) {
         fields.insert("rulesError".to_owned(), Value::String(rules_error));
+    }
+    body
+}
+
+/// The old shape `{services: [...], count}` (what meta-core's own
+/// `/api/services` answers), each entry also carrying `url` and `api` (the
+/// old meta-fuse code's names, which its dashboard's links read), plus the
+/// old `current`, `isLeader` and `leader`, and `warning` when the list may
+/// be incomplete.
+fn services_body(list: ServiceList) -> Value {
+    let services: Vec<Value> = list
+        .services
+        .iter()
+        .map(|service| {
+            let mut entry = json!(service);
+            if let Value::Object(fields) = &mut entry {
+                fields.insert("url".to_owned(), json!(service.base_url));
+                fields.insert("api".to_owned(), json!(service.base_url));
+            }
+            entry
+        })
+        .collect();
+    let mut body = json!({
+        "services": services,
+        "count": list.services.len(),
+        "current": "meta-fuse",
+        "isLeader": false,
+        "leader": list.leader,
+    });
+    if let (Some(warning), Value::Object(fields)) = (list.warning, &mut body) {
+        fields.insert("warning".to_owned(), Value::String(warning));
     }
     body
 }
@@ -373,18 +481,81 @@ fn preview_parameters(body: &[u8]) -> Result<(Option<Value>, usize), ApiError> {
     Ok((rules, limit))
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, HttpResponse> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {MAX_BODY_BYTES} bytes"),
-        )),
-        Err(error) => Err(error_response(
+/// Reads a request body within the limits: too large → 413 (400 for a
+/// rules document, which is then simply invalid), no room in the shared
+/// budget of buffered bytes → 503 at once, too slow → 408. The returned
+/// permit holds the body's share of the budget while it is in use.
+async fn read_body(
+    state: &ServerState,
+    route: Route,
+    request: Request<Incoming>,
+) -> Result<(Bytes, OwnedSemaphorePermit), HttpResponse> {
+    let max_body_bytes = state.config.max_body_bytes;
+    let too_large = || {
+        let message = format!("request body larger than {max_body_bytes} bytes");
+        let mut response = if route == Route::Rules {
+            let error =
+                ApiError::InvalidRules(vec![format!("rules document too large: {message}")]);
+            json_response(error.status(), &error.body())
+        } else {
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, message)
+        };
+        close_after(&mut response);
+        response
+    };
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let reserved = match declared_length {
+        Some(length) if length > max_body_bytes as u64 => return Err(too_large()),
+        // At least one permit, so an empty body holds a (free) permit too.
+        Some(length) => (length as usize).max(1),
+        None => max_body_bytes.max(1),
+    };
+    let Ok(budget) = state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(u32::try_from(reserved).unwrap_or(u32::MAX))
+    else {
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bodies in flight; retry in a moment".to_owned(),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        close_after(&mut response);
+        return Err(response);
+    };
+    let collect = Limited::new(request.into_body(), max_body_bytes).collect();
+    match tokio::time::timeout(state.config.body_read_timeout, collect).await {
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), budget)),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(error)) => Err(error_response(
             StatusCode::BAD_REQUEST,
             format!("request body unreadable: {error}"),
         )),
+        Err(_) => {
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} s",
+                    state.config.body_read_timeout.as_secs_f64()
+                ),
+            );
+            close_after(&mut response);
+            Err(response)
+        }
     }
+}
+
+/// The rest of the request is never read: the connection cannot be reused.
+fn close_after(response: &mut HttpResponse) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 fn allow_header(methods: &[Method]) -> HeaderValue {

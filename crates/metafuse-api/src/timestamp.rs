@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2024-01-15T10:30:00.000Z`. Times before 1970 clamp to the epoch.
-pub(crate) fn rfc3339_millis(time: SystemTime) -> String {
+pub fn rfc3339_millis(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let total_seconds = since_epoch.as_secs();
     let (days, seconds_of_day) = (total_seconds / 86_400, total_seconds % 86_400);

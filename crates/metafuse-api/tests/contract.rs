@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,253 +13,15 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use metafuse_api::{
-    ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
-    TemplateVariable, Validation, serve,
-};
-use serde_json::{Map, Value, json};
+use metafuse_api::{ApiConfig, BackendSlot, serve_with};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+mod support;
+use support::{FixedTree, MOVIE};
 
 /// Failure guard only.
 const GUARD: Duration = Duration::from_secs(30);
-const MOVIE: &str = "/Movies/Heat (1995)/Heat (1995).mkv";
-
-/// A fixed tree: `/Movies/Heat (1995)/Heat (1995).mkv` and an empty `/TV Shows`.
-struct FixedTree {
-    directories: BTreeMap<&'static str, Vec<&'static str>>,
-    refreshes: AtomicUsize,
-    rules: Mutex<Value>,
-}
-
-impl FixedTree {
-    fn new() -> Self {
-        let directories = BTreeMap::from([
-            ("/", vec!["Movies", "TV Shows"]),
-            ("/Movies", vec!["Heat (1995)"]),
-            ("/Movies/Heat (1995)", vec!["Heat (1995).mkv"]),
-            ("/TV Shows", vec![]),
-        ]);
-        Self {
-            directories,
-            refreshes: AtomicUsize::new(0),
-            rules: Mutex::new(
-                json!({"version": 1, "rules": [], "lastModified": "2024-01-15T10:30:00Z"}),
-            ),
-        }
-    }
-}
-
-impl Backend for FixedTree {
-    fn health(&self) -> Health {
-        Health {
-            status: HealthStatus::Ok,
-            redis_connected: true,
-            stream: StreamHealth {
-                phase: "tailing".into(),
-                last_event_id: Some("1703808000000-0".into()),
-                seconds_since_last_event: Some(1.5),
-                lag_entries: Some(0),
-            },
-            rules_error: None,
-        }
-    }
-
-    fn stats(&self) -> Stats {
-        let mut extra = Map::new();
-        extra.insert("strategy".into(), json!("replay"));
-        Stats {
-            file_count: 1,
-            directory_count: 4,
-            total_size: 1_500_000_000,
-            last_refresh: Some(UNIX_EPOCH + Duration::from_secs(1_705_314_600)),
-            state_builder: StateBuilderStats {
-                events_processed: 15,
-                properties_fetched: 9,
-                properties_skipped: 6,
-                files_complete: 1,
-                last_event_id: Some("1703808000000-0".into()),
-                state_size: 2,
-            },
-            extra,
-        }
-    }
-
-    fn readdir(&self, path: &str) -> Result<Vec<String>, ApiError> {
-        match self.directories.get(path) {
-            Some(entries) => Ok(entries.iter().map(|name| (*name).to_owned()).collect()),
-            None if path == MOVIE => Err(ApiError::NotADirectory { path: path.into() }),
-            None => Err(ApiError::NotFound { path: path.into() }),
-        }
-    }
-
-    fn getattr(&self, path: &str) -> Result<Attr, ApiError> {
-        let file = path == MOVIE;
-        if !file && !self.directories.contains_key(path) {
-            return Err(ApiError::NotFound { path: path.into() });
-        }
-        Ok(Attr {
-            kind: if file {
-                EntryKind::File
-            } else {
-                EntryKind::Directory
-            },
-            size: if file { 1_500_000_000 } else { 4096 },
-            permissions: if file { 0o644 } else { 0o755 },
-            mtime: 1_705_314_600.5,
-            ctime: 1_705_314_600.0,
-            nlink: if file { 1 } else { 2 },
-            uid: 1000,
-            gid: 1000,
-        })
-    }
-
-    fn exists(&self, path: &str) -> bool {
-        path == MOVIE || self.directories.contains_key(path)
-    }
-
-    fn read(&self, path: &str) -> Result<ReadInfo, ApiError> {
-        if self.directories.contains_key(path) {
-            return Err(ApiError::NotAFile { path: path.into() });
-        }
-        if path != MOVIE {
-            return Err(ApiError::NotFound { path: path.into() });
-        }
-        Ok(ReadInfo {
-            source_path: Some("/files/watch/Heat.1995.mkv".into()),
-            size: 1_500_000_000,
-            webdav_url: Some("http://core/webdav/watch/Heat.1995.mkv".into()),
-        })
-    }
-
-    fn metadata(&self, path: &str) -> Result<Map<String, Value>, ApiError> {
-        if path != MOVIE {
-            return Err(ApiError::NotFound { path: path.into() });
-        }
-        let mut metadata = Map::new();
-        metadata.insert("hashId".into(), json!("bafkrei9f3a1c2e"));
-        metadata.insert("filePath".into(), json!("watch/Heat.1995.mkv"));
-        metadata.insert("titles/eng".into(), json!("Heat"));
-        Ok(metadata)
-    }
-
-    fn files(&self) -> Vec<String> {
-        vec![MOVIE.into()]
-    }
-
-    fn directories(&self) -> Vec<String> {
-        self.directories
-            .keys()
-            .map(|path| (*path).to_owned())
-            .collect()
-    }
-
-    fn refresh(&self) -> BoxFuture<'_, Result<(), ApiError>> {
-        Box::pin(async move {
-            self.refreshes.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-    }
-
-    fn rules(&self) -> Result<RulesSnapshot, ApiError> {
-        Ok(RulesSnapshot {
-            config: self.rules.lock().expect("rules lock").clone(),
-            last_modified: None,
-        })
-    }
-
-    fn put_rules(&self, document: Value) -> BoxFuture<'_, Result<(), ApiError>> {
-        Box::pin(async move {
-            let empty_templates: Vec<String> = document["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|rule| rule["template"] == "")
-                .map(|rule| format!("rule {}: empty template", rule["id"]))
-                .collect();
-            if !empty_templates.is_empty() {
-                return Err(ApiError::InvalidRules(empty_templates));
-            }
-            *self.rules.lock().expect("rules lock") = document;
-            Ok(())
-        })
-    }
-
-    fn preview(
-        &self,
-        rules: Option<Value>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Preview, ApiError>> {
-        Box::pin(async move {
-            let rule_name = rules
-                .as_ref()
-                .and_then(|rules| rules[0]["name"].as_str())
-                .unwrap_or("in force")
-                .to_owned();
-            Ok(Preview {
-                previews: vec![PreviewEntry {
-                    hash_id: "bafkrei9f3a1c2e".into(),
-                    current_path: Some(MOVIE.into()),
-                    new_path: Some(format!("/limit {limit}/Heat.mkv")),
-                    rule_name: Some(rule_name),
-                    reason: None,
-                }],
-                total: 1,
-                sampled: 1,
-            })
-        })
-    }
-
-    fn validate(&self, rule: &Value, sample_metadata: Option<&Map<String, Value>>) -> Validation {
-        let template = rule["template"].as_str().unwrap_or_default();
-        let valid = !template.is_empty();
-        Validation {
-            valid,
-            errors: if valid {
-                vec![]
-            } else {
-                vec!["empty template".into()]
-            },
-            warnings: vec![],
-            sample_output: sample_metadata
-                .filter(|_| valid)
-                .and_then(|sample| sample.get("title"))
-                .and_then(Value::as_str)
-                .map(|title| template.replace("{title}", title)),
-        }
-    }
-
-    fn variables(&self) -> Vec<TemplateVariable> {
-        vec![TemplateVariable {
-            name: "season".into(),
-            description: "Season number".into(),
-            example: "1".into(),
-            modifiers: vec!["pad2".into()],
-        }]
-    }
-
-    fn services(&self) -> Value {
-        json!({"services": [], "current": "meta-fuse", "leader": null, "isLeader": false})
-    }
-
-    fn metrics(&self) -> MetricsSnapshot {
-        MetricsSnapshot {
-            files: 1,
-            directories: 4,
-            total_size_bytes: 1_500_000_000,
-            events_processed: 15,
-            properties_fetched: 9,
-            properties_skipped: 6,
-            malformed_entries_skipped: 1,
-            tail_lag_entries: Some(0),
-            seconds_since_last_event: Some(1.5),
-            redis_connected: true,
-            redis_reconnects: 2,
-            bootstrap_seconds: Some(0.25),
-            strategy: Some("replay".into()),
-        }
-    }
-}
 
 struct TestServer {
     base_url: String,
@@ -285,13 +46,17 @@ impl Reply {
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with(ApiConfig::default()).await
+    }
+
+    async fn start_with(config: ApiConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let backend = Arc::new(FixedTree::new());
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, backend.clone(), async {
+        let server = tokio::spawn(serve_with(listener, backend.clone(), config, async {
             let _ = stopped.await;
         }));
         Self {
@@ -326,6 +91,49 @@ impl TestServer {
             status,
             headers,
             body: String::from_utf8(bytes.to_vec()).expect("utf-8 body"),
+        }
+    }
+
+    fn address(&self) -> std::net::SocketAddr {
+        self.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address")
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
+        let response = tokio::time::timeout(GUARD, self.client.request(request))
+            .await
+            .expect("answered in time")
+            .expect("http exchange");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 
@@ -377,6 +185,11 @@ async fn health_routes_report_the_reference_fields_and_the_real_state() {
         assert_eq!(health["stream"]["lastEventId"], "1703808000000-0");
         assert_eq!(health["stream"]["secondsSinceLastEvent"], 1.5);
         assert_eq!(health["stream"]["lagEntries"], 0);
+        assert_eq!(health["redisConnected"], true);
+        assert_eq!(
+            health["source"],
+            json!({"mode": "redis", "connected": true, "url": "redis://core:6379"})
+        );
         assert!(
             health.get("rulesError").is_none(),
             "no rules error: the field is left out"
@@ -397,6 +210,8 @@ async fn stats_keep_the_reference_shape() {
             "directoryCount": 4,
             "totalSize": 1_500_000_000u64,
             "lastRefresh": "2024-01-15T10:30:00.000Z",
+            "redisConnected": true,
+            "source": {"mode": "redis", "connected": true, "url": "redis://core:6379"},
             "stateBuilder": {
                 "eventsProcessed": 15,
                 "propertiesFetched": 9,
@@ -601,12 +416,17 @@ async fn preview_passes_rules_and_limit_and_returns_the_reference_shape() {
         reply.json(),
         json!({
             "previews": [{
+                "sourcePath": "/files/watch/Heat.1995.mkv",
+                "currentVirtualPath": MOVIE,
+                "newVirtualPath": "/limit 100/Heat.mkv",
+                "matchedRule": "movies",
                 "hashId": "bafkrei9f3a1c2e",
+                "ruleName": "in force",
                 "currentPath": MOVIE,
-                "newPath": "/limit 100/Heat.mkv",
-                "ruleName": "in force"
+                "newPath": "/limit 100/Heat.mkv"
             }],
             "total": 1,
+            "limited": false,
             "sampled": 1
         })
     );
@@ -666,11 +486,23 @@ async fn variables_and_services_keep_their_shapes() {
     let server = TestServer::start().await;
     assert_eq!(
         server.get("/api/fuse/rules/variables").await.json(),
-        json!({"variables": [{"name": "season", "description": "Season number", "example": "1", "modifiers": ["pad2"]}]})
+        json!({"variables": [{"name": "Season", "path": "season", "type": "number",
+            "description": "Season number", "example": "1", "modifiers": ["pad2"]}]})
     );
     let services = server.get("/api/services").await;
     assert_eq!(services.status, StatusCode::OK);
-    assert_eq!(services.json()["current"], "meta-fuse");
+    assert_eq!(
+        services.json(),
+        json!({
+            "services": [{"name": "meta-sort", "hostname": "nas", "baseUrl": "http://nas:8180",
+                "status": "running", "lastHeartbeat": "2024-01-15T10:30:00.000Z",
+                "url": "http://nas:8180", "api": "http://nas:8180"}],
+            "count": 1,
+            "current": "meta-fuse",
+            "isLeader": false,
+            "leader": null
+        })
+    );
     server.stop().await;
 }
 
@@ -909,5 +741,302 @@ async fn serve_returns_after_shutdown_even_with_an_idle_keep_alive_connection() 
     let server = TestServer::start().await;
     // The client pool keeps this connection open; shutdown must still finish.
     assert_eq!(server.get("/health").await.status, StatusCode::OK);
+    server.stop().await;
+}
+
+/// One request written as raw bytes (paths no client would normalise);
+/// returns the whole response as text.
+async fn raw_exchange(address: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(GUARD, stream.read_to_end(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+const RULES_BODY: &str =
+    r#"{"config": {"version": 1, "rules": [{"id": "a", "template": "A/{title}"}]}}"#;
+
+#[tokio::test]
+async fn without_a_token_mutating_routes_accept_only_the_same_origin() {
+    let server = TestServer::start().await;
+    let cross_origin: [&[(&str, &str)]; 3] = [
+        &[("origin", "http://evil.example")],
+        &[("origin", "null")],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://evil.example"),
+        ],
+    ];
+    for headers in cross_origin {
+        let reply = server
+            .call_with(Method::PUT, "/api/fuse/rules", RULES_BODY, headers)
+            .await;
+        assert_error(&reply, StatusCode::FORBIDDEN, "cross-origin");
+        assert!(reply.headers.get("access-control-allow-origin").is_none());
+        let reply = server
+            .call_with(Method::POST, "/api/fuse/refresh", "", headers)
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        server.get("/api/fuse/rules").await.json()["config"]["rules"],
+        json!([])
+    );
+
+    // The same origin (the dashboard served by us) and non-browsers pass.
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let same_origin = format!("http://{host}");
+    let reply = server
+        .call_with(
+            Method::PUT,
+            "/api/fuse/rules",
+            RULES_BODY,
+            &[("origin", &same_origin)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        reply.headers.get("access-control-allow-origin").is_none(),
+        "no CORS grant on a mutating route"
+    );
+    let reply = server
+        .call_with(
+            Method::POST,
+            "/api/fuse/refresh",
+            "",
+            &[("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = server.call(Method::POST, "/api/fuse/refresh", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 2);
+
+    // Reads stay open to other origins; the preflight never grants PUT.
+    let reply = server
+        .call_with(
+            Method::GET,
+            "/api/fuse/rules",
+            "",
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+    let reply = server.call(Method::OPTIONS, "/api/fuse/rules", "").await;
+    let granted = reply.headers["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii");
+    assert!(!granted.contains("PUT"), "{granted}");
+    let reply = server.call(Method::OPTIONS, "/api/fuse/refresh", "").await;
+    assert!(reply.headers.get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_token_mutating_routes_need_it() {
+    let server = TestServer::start_with(ApiConfig {
+        api_token: Some("s3cret-token".into()),
+        ..ApiConfig::default()
+    })
+    .await;
+    let reply = server
+        .call(Method::PUT, "/api/fuse/rules", RULES_BODY)
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "api token");
+    assert!(
+        reply.headers["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("Bearer")
+    );
+    let reply = server
+        .call_with(
+            Method::PUT,
+            "/api/fuse/rules",
+            RULES_BODY,
+            &[("authorization", "Bearer wrong")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = server.call(Method::POST, "/api/fuse/refresh", "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.backend.refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        server.get("/api/fuse/rules").await.json()["config"]["rules"],
+        json!([])
+    );
+
+    let reply = server
+        .call_with(
+            Method::PUT,
+            "/api/fuse/rules",
+            RULES_BODY,
+            &[("authorization", "Bearer s3cret-token")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // Reads need no token.
+    assert_eq!(server.get("/api/fuse/stats").await.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_they_are_buffered() {
+    let server = TestServer::start().await;
+    let five_mib_template = "x".repeat(5 * 1024 * 1024);
+    let body =
+        json!({"config": {"version": 1, "rules": [{"id": "a", "template": five_mib_template}]}})
+            .to_string();
+    let reply = server.call(Method::PUT, "/api/fuse/rules", &body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(reply.body.contains("too large"), "{}", reply.body);
+    let reply = server
+        .call(Method::POST, "/api/fuse/rules/preview", &body)
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Just under the limit, a body is read in full (through hyper's small
+    // per-connection buffer) and answered.
+    let padding = " ".repeat(1_900_000);
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/fuse/rules/preview",
+            &format!("{{\"limit\": 3{padding}}}"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.json()["previews"][0]["newVirtualPath"],
+        "/limit 3/Heat.mkv"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_tree_and_liveness_the_process() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let slot = BackendSlot::empty();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        slot.clone(),
+        ApiConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let get = |path: &'static str| {
+        raw_exchange(
+            address,
+            Box::leak(
+                format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .into_boxed_str(),
+            ),
+        )
+    };
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("\"phase\":\"bootstrapping\""), "{ready}");
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/health").await.starts_with("HTTP/1.1 200"));
+
+    slot.fill(Arc::new(FixedTree::new()));
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("\"phase\":\"tailing\""), "{ready}");
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+    let _ = stop.send(());
+    server.await.expect("server");
+}
+
+#[tokio::test]
+async fn the_ui_dir_serves_the_app_and_nothing_outside_it() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ui-spa");
+    let sandbox = tempfile::tempdir().expect("tempdir");
+    let ui_dir = sandbox.path().join("ui");
+    std::fs::create_dir_all(ui_dir.join("assets")).expect("ui dir");
+    for file in ["index.html", "assets/app.js", "assets/style.css"] {
+        std::fs::copy(fixture.join(file), ui_dir.join(file)).expect("copy fixture");
+    }
+    std::fs::write(sandbox.path().join("secret.txt"), "outside-secret").expect("secret");
+    std::os::unix::fs::symlink(sandbox.path().join("secret.txt"), ui_dir.join("leak.txt"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(sandbox.path(), ui_dir.join("up")).expect("dir symlink");
+    std::os::unix::fs::symlink(ui_dir.join("assets/app.js"), ui_dir.join("inside.js"))
+        .expect("inner symlink");
+    let server = TestServer::start_with(ApiConfig {
+        ui_dir: Some(ui_dir.clone()),
+        ..ApiConfig::default()
+    })
+    .await;
+
+    let index = server.get("/").await;
+    assert_eq!(index.status, StatusCode::OK);
+    assert_eq!(index.headers["content-type"], "text/html; charset=utf-8");
+    assert!(index.body.contains("fixture-spa-index"));
+    let script = server.get("/assets/app.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.headers["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.body.contains("fixture-spa-app"));
+    assert_eq!(
+        server.get("/assets/style.css").await.headers["content-type"],
+        "text/css; charset=utf-8"
+    );
+    // A symlink that stays inside is fine.
+    assert_eq!(server.get("/inside.js").await.status, StatusCode::OK);
+    // Routes of the app get the app; a directory is never listed.
+    for route in ["/rules", "/settings/webdav", "/assets"] {
+        let reply = server.get(route).await;
+        assert_eq!(reply.status, StatusCode::OK, "{route}");
+        assert!(
+            reply.body.contains("fixture-spa-index"),
+            "{route}: {}",
+            reply.body
+        );
+    }
+    // A missing asset is a 404, not the app parsed as script.
+    assert_eq!(
+        server.get("/assets/missing.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // API routes first; unknown API routes are JSON 404s.
+    assert_eq!(server.get("/health").await.json()["service"], "meta-fuse");
+    assert_eq!(server.get("/api/nope").await.status, StatusCode::NOT_FOUND);
+    // Nothing outside the directory, however it is asked for.
+    for hostile in ["/leak.txt", "/up/secret.txt"] {
+        let reply = server.get(hostile).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{hostile}");
+        assert!(!reply.body.contains("outside-secret"));
+    }
+    for hostile in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/assets/..%2f..%2fsecret.txt",
+        "/ui/../secret.txt",
+    ] {
+        let reply = raw_exchange(
+            server.address(),
+            &format!("GET {hostile} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 404"), "{hostile}: {reply}");
+        assert!(!reply.contains("outside-secret"), "{hostile}");
+    }
     server.stop().await;
 }

@@ -24,7 +24,18 @@ pub enum ParseError {
     /// The TOML text is malformed or has the wrong shape.
     #[error("invalid toml rules document: {0}")]
     Toml(toml::de::Error),
+    /// The text is larger than [`MAX_DOCUMENT_BYTES`]: nobody writes such
+    /// rules, and compiling them would stall every rebuild.
+    #[error("rules document is {n_bytes} bytes; at most {MAX_DOCUMENT_BYTES} are allowed")]
+    TooLarge {
+        /// Size of the text.
+        n_bytes: usize,
+    },
 }
+
+/// Largest rules document accepted, as text on disk and as compact JSON
+/// (what a `PUT` sends); real documents are a few KiB.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// A rules document could not be written as TOML (TOML has no `null`, for
 /// instance, so an unknown field holding `null` cannot be represented).
@@ -40,7 +51,8 @@ pub struct RulesDocument {
     #[serde(default = "default_version")]
     pub version: u32,
     /// The rules, in document order (evaluation order is by priority).
-    #[serde(default)]
+    /// Required: a document without it (`{}`, an empty file) is a mistake,
+    /// never "no rules"; an empty list needs a `defaultRule`.
     pub rules: Vec<Rule>,
     /// Tried after every rule; `Unsorted/{fileName}` follows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,6 +288,11 @@ impl RulesDocument {
     pub fn parse(text: &str, format: Format) -> Result<Self, ParseError> {
         // Editors on Windows like to start files with a byte order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(ParseError::TooLarge {
+                n_bytes: text.len(),
+            });
+        }
         match format {
             Format::Json => serde_json::from_str(text).map_err(ParseError::Json),
             Format::Toml => toml::from_str(text).map_err(ParseError::Toml),

@@ -28,10 +28,10 @@ mod template;
 mod validate;
 
 pub use crate::document::{
-    Condition, ConditionGroup, ConditionLeaf, ConditionSpelling, Format, ParseError, Rule,
-    RulesDocument, SerializeError,
+    Condition, ConditionGroup, ConditionLeaf, ConditionSpelling, Format, MAX_DOCUMENT_BYTES,
+    ParseError, Rule, RulesDocument, SerializeError,
 };
 pub use crate::metadata::{CORE_PROPERTIES, FieldValue, Metadata};
 pub use crate::relevant::RelevantProperties;
 pub use crate::rules::{InvalidRules, PRESET_NAMES, Rendered, Rules, UnknownPreset};
-pub use crate::validate::{Diagnostic, Severity, validate};
+pub use crate::validate::{Diagnostic, MAX_TEMPLATE_BYTES, Severity, validate};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::condition::{Test, compile_condition};
-use crate::document::{Rule, RulesDocument};
+use crate::document::{MAX_DOCUMENT_BYTES, Rule, RulesDocument};
 use crate::metadata::CORE_PROPERTIES;
 use crate::template::{Template, parse_template};
 
@@ -55,6 +55,10 @@ impl fmt::Display for Diagnostic {
         write!(formatter, "{}: {}", self.place, self.message)
     }
 }
+
+/// Longest template accepted: real ones are under 300 bytes, and every
+/// rebuild renders every file with it.
+pub const MAX_TEMPLATE_BYTES: usize = 4 * 1024;
 
 /// Property names writers are known to store (beyond the typed view):
 /// an unquoted fallback naming one of these is surely meant as a field.
@@ -134,7 +138,7 @@ impl RuleLabel<'_> {
 }
 
 pub(crate) fn compile_document(document: &RulesDocument) -> CompiledDocument {
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = document_limits(document);
     let labelled_rules: Vec<RuleLabel<'_>> = document
         .rules
         .iter()
@@ -188,7 +192,22 @@ pub(crate) fn compile_document(document: &RulesDocument) -> CompiledDocument {
                 "template is empty".to_owned(),
             ));
         }
-        let parsed = parse_template(&rule.template);
+        let template_text = if rule.template.len() > MAX_TEMPLATE_BYTES {
+            diagnostics.push(label.diagnostic(
+                Severity::Error,
+                "template",
+                format!(
+                    "template is {} bytes; at most {MAX_TEMPLATE_BYTES} are allowed",
+                    rule.template.len()
+                ),
+            ));
+            // Not parsed: the rule is rejected anyway, and parsing megabytes
+            // would only produce more noise.
+            ""
+        } else {
+            rule.template.as_str()
+        };
+        let parsed = parse_template(template_text);
         for problem in parsed.problems {
             diagnostics.push(label.diagnostic(
                 problem.severity,
@@ -256,6 +275,33 @@ pub(crate) fn compile_document(document: &RulesDocument) -> CompiledDocument {
         default_rule,
         diagnostics,
     }
+}
+
+/// Problems of the document as a whole: its size (as compact JSON, the form
+/// a `PUT` sends, so a file and a `PUT` are judged alike) and a rules list
+/// that would send every file to `Unsorted/` without saying so.
+fn document_limits(document: &RulesDocument) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    let document_error = |message: String| Diagnostic {
+        severity: Severity::Error,
+        rule_id: None,
+        rule_name: None,
+        place: "document".to_owned(),
+        message,
+    };
+    if document.rules.is_empty() && document.default_rule.is_none() {
+        diagnostics.push(document_error(
+            "\"rules\" is empty and there is no \"defaultRule\": every file would go to Unsorted/"
+                .to_owned(),
+        ));
+    }
+    let n_bytes = serde_json::to_vec(document).map_or(0, |json| json.len());
+    if n_bytes > MAX_DOCUMENT_BYTES {
+        diagnostics.push(document_error(format!(
+            "rules document is {n_bytes} bytes as json; at most {MAX_DOCUMENT_BYTES} are allowed"
+        )));
+    }
+    diagnostics
 }
 
 /// `titles.eng` → `titles`: fallbacks are judged by the property they live under.

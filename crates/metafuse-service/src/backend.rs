@@ -2,26 +2,29 @@
 //! changes handed to the state task.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use metafuse_api::{
     ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, StateBuilderStats, Stats, StreamHealth,
-    TemplateVariable, Validation,
+    PreviewEntry, ReadInfo, RulesSnapshot, ServiceList, SourceState, StateBuilderStats, Stats,
+    StreamHealth, TemplateVariable, Validation, VariableType,
 };
 use metafuse_rules::{Metadata, Rule, Rules, RulesDocument, Severity};
 use metafuse_source::FetchedValues;
 use metafuse_state::FetchPlan;
-use metafuse_vfs::{Library, NodeRef};
+use metafuse_vfs::{FileSpec, Library, NodeRef, Tree};
 use serde_json::{Map, Value, json};
 
 use crate::inner::Inner;
 use crate::rules_file::{compile_document, save_atomically};
+use crate::services::ServicesCache;
 use crate::status::Phase;
 
 pub(crate) struct ServiceBackend {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) services: ServicesCache,
 }
 
 fn seconds(milliseconds: i64) -> f64 {
@@ -29,6 +32,13 @@ fn seconds(milliseconds: i64) -> f64 {
 }
 
 impl ServiceBackend {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        ServiceBackend {
+            inner,
+            services: ServicesCache::default(),
+        }
+    }
+
     fn attr(&self, node: NodeRef<'_>) -> Attr {
         let ownership = self.inner.config.ownership;
         let directory = node.is_directory();
@@ -68,6 +78,20 @@ impl ServiceBackend {
             files_complete: stats.files_complete as u64,
             last_event_id: stats.last_event_id,
             state_size: stats.file_count as u64,
+        }
+    }
+
+    /// The source in use and whether it answers. Sources are made only
+    /// from a leader's Redis for now (`service.rs`, `connect_source`); when
+    /// the meta-core source joins, `mode` is its `SourceKind::name()` and
+    /// `url` its API, while `connected` stays the tail's own report.
+    fn source_state(&self) -> SourceState {
+        SourceState {
+            mode: "redis".to_owned(),
+            connected: self.inner.tail_status.is_connected(),
+            url: Some(metafuse_source::redact_url(
+                &self.inner.leader.lock().redis_url,
+            )),
         }
     }
 
@@ -130,6 +154,7 @@ impl Backend for ServiceBackend {
             redis_connected,
             stream: self.stream_health(),
             rules_error,
+            source: self.source_state(),
         }
     }
 
@@ -154,6 +179,8 @@ impl Backend for ServiceBackend {
             directory_count: library.directory_count() as u64 + 1,
             total_size: library.total_size_bytes(),
             last_refresh: moments.last_refresh,
+            redis_connected: self.inner.tail_status.is_connected(),
+            source: self.source_state(),
             state_builder,
             extra,
         }
@@ -280,25 +307,35 @@ impl Backend for ServiceBackend {
             })?;
             let rules = compile_document(document).map_err(ApiError::InvalidRules)?;
             let text = rules.document().to_json_pretty();
-            // Applied first: if Redis cannot give what the rules need,
-            // nothing changes, not even the file.
-            self.inner
-                .apply_rules(rules)
-                .await
-                .map_err(ApiError::Unavailable)?;
-            *self.inner.last_rules_text.lock() = Some(text.clone());
             let path = self.inner.config.rules.file_path().clone();
-            tokio::task::spawn_blocking(move || save_atomically(&path, &text))
+            // Claimed before the file changes, so the rules file poller
+            // takes our own save for known and does not apply it twice.
+            let previous_text = self.inner.last_rules_text.lock().replace(text.clone());
+            let saving = path.clone();
+            let saved = tokio::task::spawn_blocking(move || save_atomically(&saving, &text))
                 .await
-                .map_err(|error| ApiError::Internal(format!("saving rules: {error}")))?
-                .map_err(|error| {
-                    ApiError::Internal(format!(
-                        "rules applied but saving {} failed: {error}",
-                        self.inner.config.rules.file_path().display()
-                    ))
-                })?;
+                .map_err(|error| error.to_string())
+                .and_then(|result| result.map_err(|error| error.to_string()));
+            if let Err(error) = saved {
+                *self.inner.last_rules_text.lock() = previous_text;
+                return Err(ApiError::Internal(format!(
+                    "saving rules to {} failed: {error}; nothing changed (file, backups and rules in force are as before)",
+                    path.display()
+                )));
+            }
+            // Applied only once saved: what is in force is always on disk.
+            if let Err(error) = self.inner.apply_rules(rules).await {
+                let message = format!(
+                    "rules saved to {} but not applied yet: {error}",
+                    path.display()
+                );
+                self.inner.set_rules_error(Some(message.clone()));
+                // Forgotten so the rules file poller applies it when it can.
+                *self.inner.last_rules_text.lock() = None;
+                return Err(ApiError::Unavailable(message));
+            }
             self.inner.set_rules_error(None);
-            tracing::info!(path = %self.inner.config.rules.file_path().display(), "rules saved and applied");
+            tracing::info!(path = %path.display(), "rules saved and applied");
             Ok(())
         })
     }
@@ -315,20 +352,24 @@ impl Backend for ServiceBackend {
                     let rules: Vec<Rule> = serde_json::from_value(rules).map_err(|error| {
                         ApiError::BadRequest(format!("invalid \"rules\": {error}"))
                     })?;
-                    let document = draft_document(rules);
+                    // The dashboard previews `config.rules` and saves the
+                    // whole config: the live document with these rules is
+                    // what a save would put in force.
+                    let mut document = self.inner.library.read().rules().document().clone();
+                    document.rules = rules;
                     let compiled = compile_document(document).map_err(ApiError::InvalidRules)?;
                     Arc::new(compiled)
                 }
             };
             // A draft may use properties the live rules do not track: fetch
-            // them for the files previewed, as a rules change would.
+            // them, as a rules change would, for every file (collisions
+            // depend on all of them).
             let plan = {
                 let library = self.inner.library.read();
                 let projection = library.projection();
                 FetchPlan {
                     hash_ids: projection
                         .complete_files()
-                        .take(limit)
                         .map(|(hash_id, _)| hash_id.to_owned())
                         .collect(),
                     properties: candidate
@@ -346,7 +387,13 @@ impl Backend for ServiceBackend {
                     .map_err(ApiError::Unavailable)?
             };
             let library = self.inner.library.read();
-            Ok(preview(&library, &candidate, limit, &extra))
+            Ok(preview(
+                &library,
+                &candidate,
+                limit,
+                &extra,
+                &self.inner.config.files_root,
+            ))
         })
     }
 
@@ -402,33 +449,35 @@ impl Backend for ServiceBackend {
     fn variables(&self) -> Vec<TemplateVariable> {
         TEMPLATE_VARIABLES
             .iter()
-            .map(|(name, description, example, modifiers)| TemplateVariable {
-                name: (*name).to_owned(),
-                description: (*description).to_owned(),
-                example: (*example).to_owned(),
-                modifiers: modifiers
-                    .iter()
-                    .map(|modifier| (*modifier).to_owned())
-                    .collect(),
-            })
+            .map(
+                |(name, path, value_type, description, example, modifiers)| TemplateVariable {
+                    name: (*name).to_owned(),
+                    path: (*path).to_owned(),
+                    value_type: *value_type,
+                    description: (*description).to_owned(),
+                    example: (*example).to_owned(),
+                    modifiers: modifiers
+                        .iter()
+                        .map(|modifier| (*modifier).to_owned())
+                        .collect(),
+                },
+            )
             .collect()
     }
 
-    fn services(&self) -> Value {
-        let leader = self.inner.leader.lock().clone();
-        // The reference's shape (`current`, `isLeader`, `leader.redisUrl`), so
-        // its dashboard keeps working; metafuse never leads, it follows.
-        json!({
-            "leader": {
+    fn services(&self) -> BoxFuture<'_, ServiceList> {
+        Box::pin(async move {
+            let leader = self.inner.leader.lock().clone();
+            let mut list = self.services.list(leader.api_url.as_deref()).await;
+            // The old `leader` field; metafuse never leads, it follows.
+            list.leader = Some(json!({
                 "hostname": leader.hostname,
                 "apiUrl": leader.api_url,
                 "redisUrl": metafuse_source::redact_url(&leader.redis_url),
                 "webdavUrl": leader.webdav_url,
                 "source": leader.source.to_string(),
-            },
-            "services": [],
-            "current": "meta-fuse",
-            "isLeader": false,
+            }));
+            list
         })
     }
 
@@ -455,45 +504,240 @@ impl Backend for ServiceBackend {
     }
 }
 
-/// `(name, description, example, modifiers)` of the variables templates use.
-const TEMPLATE_VARIABLES: &[(&str, &str, &str, &[&str])] = &[
-    ("title", "Title of the movie or series", "Breaking Bad", &[]),
+/// `(name, path, type, description, example, modifiers)` of the variables
+/// templates use: the old code's 13 first, in its order and words, then
+/// every other field the rules engine reads.
+type VariableRow = (
+    &'static str,
+    &'static str,
+    VariableType,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
+const TEMPLATE_VARIABLES: &[VariableRow] = &[
     (
-        "originalTitle",
-        "Title in the original language",
-        "Dark",
+        "English Title",
+        "titles.eng",
+        VariableType::String,
+        "English title from metadata",
+        "Breaking Bad",
         &[],
     ),
-    ("season", "Season number", "1", &["pad2"]),
-    ("episode", "Episode number", "2", &["pad2"]),
-    ("movieYear", "Release year of a movie", "1995", &[]),
-    ("year", "Year", "2008", &[]),
     (
-        "extension",
-        "File extension without the dot",
-        "mkv",
-        &["upper", "lower"],
+        "Original Title",
+        "originalTitle",
+        VariableType::String,
+        "Original/native title",
+        "Breaking Bad",
+        &[],
     ),
-    ("fileName", "Original file name", "heat.1995.mkv", &[]),
     (
+        "Title",
+        "title",
+        VariableType::String,
+        "Simple title field",
+        "Breaking Bad",
+        &[],
+    ),
+    (
+        "Season",
+        "season",
+        VariableType::Number,
+        "Season number",
+        "1",
+        &["pad2", "pad3", "pad4"],
+    ),
+    (
+        "Episode",
+        "episode",
+        VariableType::Number,
+        "Episode number",
+        "1",
+        &["pad2", "pad3", "pad4"],
+    ),
+    (
+        "Is Extra",
+        "extra",
+        VariableType::Boolean,
+        "Whether this is a special/extra",
+        "false",
+        &[],
+    ),
+    (
+        "Movie Year",
+        "movieYear",
+        VariableType::Number,
+        "Movie release year",
+        "2010",
+        &[],
+    ),
+    (
+        "Year",
+        "year",
+        VariableType::Number,
+        "General year field (the movie year when absent)",
+        "2010",
+        &[],
+    ),
+    (
+        "File Type",
         "fileType",
-        "video, subtitle, image, document, torrent, ...",
+        VariableType::String,
+        "Type: video, subtitle, torrent, image, document",
         "video",
         &[],
     ),
     (
+        "Extension",
+        "extension",
+        VariableType::String,
+        "File extension",
+        "mkv",
+        &["upper", "lower"],
+    ),
+    (
+        "Version",
+        "version",
+        VariableType::String,
+        "Quality/release version",
+        "1080p BluRay",
+        &[],
+    ),
+    (
+        "Subtitle Language",
         "subtitleLanguage",
-        "Language of a subtitle file",
+        VariableType::String,
+        "Language code for subtitles",
         "eng",
         &[],
     ),
-    ("version", "Edition or version label", "Director's Cut", &[]),
-    ("extra", "Whether the file is an extra", "true", &[]),
+    (
+        "File Name",
+        "fileName",
+        VariableType::String,
+        "Original filename",
+        "Breaking.Bad.S01E01.mkv",
+        &[],
+    ),
+    (
+        "File Path",
+        "filePath",
+        VariableType::String,
+        "Where the file is, under the files volume",
+        "watch/Breaking.Bad.S01E01.mkv",
+        &[],
+    ),
+    (
+        "Size",
+        "size",
+        VariableType::Number,
+        "Size in bytes",
+        "1500000000",
+        &[],
+    ),
+    (
+        "Modified",
+        "mtime",
+        VariableType::Number,
+        "Modification time, epoch milliseconds",
+        "1705314600000",
+        &[],
+    ),
+    (
+        "Changed",
+        "ctime",
+        VariableType::Number,
+        "Change time, epoch milliseconds",
+        "1705314600000",
+        &[],
+    ),
+    (
+        "Episode Title",
+        "episodeTitle",
+        VariableType::String,
+        "Title of the episode",
+        "Pilot",
+        &[],
+    ),
+    (
+        "Audio Language",
+        "audioLanguage",
+        VariableType::String,
+        "Language of the audio track",
+        "eng",
+        &[],
+    ),
+    (
+        "Language",
+        "language",
+        VariableType::String,
+        "Language of the file",
+        "eng",
+        &[],
+    ),
+    (
+        "Resolution",
+        "resolution",
+        VariableType::String,
+        "Video resolution",
+        "1080p",
+        &[],
+    ),
+    (
+        "Genre",
+        "genre",
+        VariableType::String,
+        "Genre",
+        "Drama",
+        &[],
+    ),
+    (
+        "IMDb Id",
+        "imdbId",
+        VariableType::String,
+        "IMDb identifier",
+        "tt0903747",
+        &[],
+    ),
+    (
+        "TMDB Id",
+        "tmdbId",
+        VariableType::String,
+        "TMDB identifier",
+        "1396",
+        &[],
+    ),
+    (
+        "TVDB Id",
+        "tvdbId",
+        VariableType::String,
+        "TVDB identifier",
+        "81189",
+        &[],
+    ),
+    (
+        "MIME Type",
+        "mimeType",
+        VariableType::String,
+        "MIME type of the file",
+        "video/x-matroska",
+        &[],
+    ),
 ];
 
-/// Renders the first `limit` visible files with `rules`, from their tracked
-/// properties plus `extra` values fetched for the draft.
-fn preview(library: &Library, rules: &Rules, limit: usize, extra: &FetchedValues) -> Preview {
+/// What saving `rules` would show, for the first `limit` visible files:
+/// every file is rendered (tracked properties plus `extra` values fetched
+/// for the draft) and the whole candidate tree is built with the tree's own
+/// builder, so collisions (` [hash8]`) and `Unsorted/` come out exactly as
+/// a save would give them.
+fn preview(
+    library: &Library,
+    rules: &Rules,
+    limit: usize,
+    extra: &FetchedValues,
+    files_root: &Path,
+) -> Preview {
     let mut extra_by_file: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
     for fetched in extra.iter() {
         if let Some(value) = fetched.value {
@@ -503,48 +747,120 @@ fn preview(library: &Library, rules: &Rules, limit: usize, extra: &FetchedValues
                 .push((fetched.property, value));
         }
     }
-    let tree = library.tree();
-    let mut previews = Vec::new();
-    let mut total = 0u64;
+    // The same rules with every template replaced by a constant: rendering
+    // with them names the first rule whose conditions match, which tells a
+    // file whose rule failed to render from one no rule wanted.
+    let conditions_only = conditions_only(rules);
+    struct Rendered<'l> {
+        hash_id: &'l str,
+        path: String,
+        source_path: &'l str,
+        size_bytes: u64,
+        mtime_ms: i64,
+        ctime_ms: i64,
+        rule_id: Option<String>,
+        error: Option<String>,
+    }
+    let mut rendered_files = Vec::new();
     for (hash_id, file) in library.projection().complete_files() {
-        total += 1;
-        if previews.len() >= limit {
-            continue;
-        }
         let extra = extra_by_file
             .get(hash_id)
             .map(Vec::as_slice)
             .unwrap_or_default();
         let metadata = Metadata::new(file.properties().chain(extra.iter().copied()));
+        let Some(source_path) = metadata.file_path() else {
+            continue;
+        };
         let rendered = rules.render(hash_id, &metadata);
-        let current_path = tree
-            .file_by_hash(hash_id)
-            .and_then(|node| tree.path_of(node.ino()))
-            .map(|path| absolute(&path));
-        let rule_name = rendered.rule_id.map(|rule_id| {
-            let document = rules.document();
-            document
-                .rules
-                .iter()
-                .chain(document.default_rule.iter())
-                .find(|rule| rule.id == rule_id)
-                .map_or_else(|| rule_id.to_owned(), |rule| rule.name.clone())
-        });
-        let matched = rule_name.is_some();
-        previews.push(PreviewEntry {
-            hash_id: hash_id.to_owned(),
-            current_path,
-            new_path: matched.then(|| absolute(&rendered.path)),
-            rule_name,
-            reason: (!matched).then(|| "no matching rule".to_owned()),
+        let mut rule_id = rendered.rule_id.map(str::to_owned);
+        let mut error = None;
+        if rule_id.is_none()
+            && let Some(wanted) = conditions_only
+                .as_ref()
+                .and_then(|only| only.render(hash_id, &metadata).rule_id.map(str::to_owned))
+        {
+            error = Some(format!(
+                "rule \"{wanted}\" matches but its template could not be rendered (a field it needs is missing); the file goes to {}",
+                absolute(&rendered.path)
+            ));
+            rule_id = Some(wanted);
+        }
+        let mtime_ms = metadata.mtime_ms().unwrap_or(0);
+        rendered_files.push(Rendered {
+            hash_id,
+            path: rendered.path,
+            source_path,
+            size_bytes: metadata.size_bytes().unwrap_or(0),
+            mtime_ms,
+            ctime_ms: metadata.ctime_ms().unwrap_or(mtime_ms),
+            rule_id,
+            error,
         });
     }
+    let candidate = Tree::build(rendered_files.iter().map(|file| FileSpec {
+        hash_id: file.hash_id,
+        path: &file.path,
+        source_path: file.source_path,
+        size_bytes: file.size_bytes,
+        mtime_ms: file.mtime_ms,
+        ctime_ms: file.ctime_ms,
+    }));
+    let path_in = |tree: &Tree, hash_id: &str| {
+        tree.file_by_hash(hash_id)
+            .and_then(|node| tree.path_of(node.ino()))
+            .map(|path| absolute(&path))
+    };
+    let document = rules.document();
+    let rule_name = |rule_id: &str| {
+        document
+            .rules
+            .iter()
+            .chain(document.default_rule.iter())
+            .find(|rule| rule.id == rule_id)
+            .map(|rule| rule.name.clone())
+    };
+    let total = rendered_files.len() as u64;
+    let previews: Vec<PreviewEntry> = rendered_files
+        .into_iter()
+        .take(limit)
+        .map(|file| PreviewEntry {
+            hash_id: file.hash_id.to_owned(),
+            source_path: files_root
+                .join(file.source_path.trim_start_matches('/'))
+                .display()
+                .to_string(),
+            // Every complete file is in the live tree; "Unknown" is the
+            // old code's word should one not be (the dashboard needs a string).
+            current_virtual_path: path_in(library.tree(), file.hash_id)
+                .unwrap_or_else(|| "Unknown".to_owned()),
+            new_virtual_path: path_in(&candidate, file.hash_id),
+            rule_name: file.rule_id.as_deref().and_then(rule_name),
+            matched_rule: file.rule_id,
+            error: file.error,
+        })
+        .collect();
     let sampled = previews.len() as u64;
     Preview {
         previews,
         total,
+        limited: total > sampled,
         sampled,
     }
+}
+
+/// `rules` with each template replaced by a constant (see [`preview`]);
+/// `None` if that does not compile, which only a document already invalid
+/// could cause.
+fn conditions_only(rules: &Rules) -> Option<Rules> {
+    let mut document = rules.document().clone();
+    for rule in document
+        .rules
+        .iter_mut()
+        .chain(document.default_rule.iter_mut())
+    {
+        rule.template = "matched".to_owned();
+    }
+    Rules::compile(document).ok()
 }
 
 fn absolute(path: &str) -> String {

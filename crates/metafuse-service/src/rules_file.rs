@@ -41,43 +41,77 @@ pub(crate) fn compile_document(document: RulesDocument) -> Result<Rules, Vec<Str
     })
 }
 
-/// Writes `text` to `path` atomically (temporary file in the same directory,
-/// synced, renamed over) after rotating the current version into the
-/// backups. Blocking: call from `spawn_blocking`.
+/// Saves `text` as the rules file at `path`, keeping the last
+/// [`MAX_RULES_BACKUPS`] versions. Blocking: call from `spawn_blocking`.
+///
+/// The new version is written in full first (temporary file in the same
+/// directory, synced), and only once that succeeded does anything existing
+/// change: the current file is kept under a second name (a hard link, which
+/// needs no data blocks), the new one renamed over it, and the backups
+/// rotated by renames. So a full disk or any write error leaves the file and
+/// its backups exactly as they were, and the file exists at every moment
+/// for readers (and for the old system sharing the volume).
 pub(crate) fn save_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&directory)?;
-    if path.exists() {
+    let temporary = sibling(path, &format!("tmp.{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(error) = written {
+        // Best effort: a stray temporary file is harmless but untidy.
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
+    let previous = sibling(path, &format!("previous.{}", std::process::id()));
+    // Left over by a crash between link and rotation: it is a copy of some
+    // older version, not needed any more.
+    let _ = std::fs::remove_file(&previous);
+    let had_previous = match std::fs::hard_link(path, &previous) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+        Err(error) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error);
+        }
+    };
+    if let Err(error) = std::fs::rename(&temporary, path) {
+        let _ = std::fs::remove_file(&temporary);
+        if had_previous {
+            let _ = std::fs::remove_file(&previous);
+        }
+        return Err(error);
+    }
+    if had_previous {
         for generation in (1..MAX_RULES_BACKUPS).rev() {
             let older = backup_path(path, generation);
             if older.exists() {
                 std::fs::rename(&older, backup_path(path, generation + 1))?;
             }
         }
-        // A copy, not a rename: the file must exist at every moment for
-        // readers (and for the old system sharing the volume).
-        std::fs::copy(path, backup_path(path, 1))?;
+        std::fs::rename(&previous, backup_path(path, 1))?;
     }
-    let mut temporary_name = path
+    // The renames are durable once the directory is synced; failing to
+    // sync it (some file systems refuse) does not undo the save.
+    if let Ok(directory) = std::fs::File::open(&directory) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}
+
+/// `renaming-rules.json.{suffix}` beside `path`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path
         .file_name()
         .map(|name| name.to_os_string())
         .unwrap_or_default();
-    temporary_name.push(format!(".tmp.{}", std::process::id()));
-    let temporary = directory.join(temporary_name);
-    let written = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        // Best effort: a stray temporary file is harmless but untidy.
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -103,9 +137,35 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(directory.path())
             .expect("list")
             .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().contains(".tmp."))
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.contains(".tmp.") || name.contains(".previous.")
+            })
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_save_that_cannot_write_changes_nothing() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join(RULES_FILE_NAME);
+        save_atomically(&path, "version 0").expect("save");
+        save_atomically(&path, "version 1").expect("save");
+        // A directory where the temporary file must go: creating it fails
+        // like a full disk does, before anything existing is touched.
+        let blocker = sibling(&path, &format!("tmp.{}", std::process::id()));
+        std::fs::create_dir(&blocker).expect("blocker");
+        std::fs::write(blocker.join("x"), "x").expect("fill blocker");
+        assert!(save_atomically(&path, "version 2").is_err());
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("current"),
+            "version 1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(backup_path(&path, 1)).expect("backup"),
+            "version 0"
+        );
+        assert!(!backup_path(&path, 2).exists());
     }
 
     #[test]

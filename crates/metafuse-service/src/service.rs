@@ -156,9 +156,7 @@ impl Service {
 
     /// The HTTP API's view of this service.
     pub fn backend(&self) -> Arc<dyn metafuse_api::Backend> {
-        Arc::new(crate::backend::ServiceBackend {
-            inner: self.inner.clone(),
-        })
+        Arc::new(crate::backend::ServiceBackend::new(self.inner.clone()))
     }
 
     /// The id of the last event applied to the tree.
