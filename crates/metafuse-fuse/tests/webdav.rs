@@ -275,6 +275,7 @@ fn mounted_path(fixture: &Fixture, hash_id: &str) -> std::path::PathBuf {
 
 #[test]
 fn remote_files_read_byte_identical_over_few_connections() {
+    metafuse_testkit::require_fuse!();
     for style in [
         ResponseStyle::Ranged,
         ResponseStyle::Chunked,
@@ -346,6 +347,7 @@ fn remote_files_read_byte_identical_over_few_connections() {
 
 #[test]
 fn a_file_missing_on_the_server_stays_listed_and_reads_give_eio() {
+    metafuse_testkit::require_fuse!();
     let files = remote_files();
     let fixture = Fixture::new(&files);
     let empty_root = tempfile::tempdir().expect("files root");
@@ -383,6 +385,7 @@ fn a_file_missing_on_the_server_stays_listed_and_reads_give_eio() {
 
 #[test]
 fn a_vanished_server_gives_eio_and_the_mount_stays_up() {
+    metafuse_testkit::require_fuse!();
     let files = remote_files();
     let fixture = Fixture::new(&files);
     let empty_root = tempfile::tempdir().expect("files root");
@@ -409,6 +412,7 @@ fn a_vanished_server_gives_eio_and_the_mount_stays_up() {
 
 #[test]
 fn an_undecodable_response_gives_eio() {
+    metafuse_testkit::require_fuse!();
     let files = remote_files();
     let fixture = Fixture::new(&files);
     let empty_root = tempfile::tempdir().expect("files root");

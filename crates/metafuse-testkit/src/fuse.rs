@@ -32,6 +32,16 @@ pub fn fuse_required() -> bool {
     std::env::var_os(REQUIRE_FUSE_VARIABLE).is_some_and(|value| value != "0" && !value.is_empty())
 }
 
+/// Says on the real stderr (libtest captures `eprintln!` of passing tests,
+/// and a skip must be seen) which test skipped and why.
+pub fn report_fuse_skip(reason: &str) {
+    use std::io::Write as _;
+    let current = std::thread::current();
+    // libtest names each test's thread after the test.
+    let test = current.name().unwrap_or("a FUSE test");
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {reason}");
+}
+
 /// The effective uid, the second number of the `Uid:` line of
 /// `/proc/self/status` (read there to keep `unsafe` out of the testkit).
 fn effective_uid() -> Option<u32> {
@@ -41,7 +51,8 @@ fn effective_uid() -> Option<u32> {
 }
 
 /// First statement of every test that mounts a FUSE filesystem: where FUSE
-/// is unavailable, prints `skipped <test>: <reason>` and returns from the
+/// is unavailable, prints `skipped <test>: <reason>` (past the test
+/// harness's capture) and returns from the
 /// test (with the given value, for tests returning a `Result`) — unless
 /// `METAFUSE_REQUIRE_FUSE` is set, then it fails with the reason.
 ///
@@ -70,7 +81,7 @@ macro_rules! require_fuse {
                     $crate::REQUIRE_FUSE_VARIABLE
                 );
             }
-            eprintln!("skipped {}: {reason}", module_path!());
+            $crate::report_fuse_skip(&reason);
             return $skipped;
         }
     };

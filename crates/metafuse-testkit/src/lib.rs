@@ -15,7 +15,7 @@ mod redis_server;
 mod table;
 mod writer;
 
-pub use fuse::{REQUIRE_FUSE_VARIABLE, fuse_required, fuse_unavailable};
+pub use fuse::{REQUIRE_FUSE_VARIABLE, fuse_required, fuse_unavailable, report_fuse_skip};
 pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
 pub use mounts::{MountingChild, is_mounted, lazy_unmount};
 pub use redis_server::{RedisServer, RedisServerError};
