@@ -47,5 +47,8 @@ $patches
 TOML
 # The same third-party versions as the workspace, so nothing new is needed.
 cp "$root/Cargo.lock" "$scratch/Cargo.lock"
-(cd "$scratch" && cargo build --quiet --offline --workspace --lib)
+# The workspace's target directory: third-party crates are built already,
+# and the unpacked crates are other packages (other paths), so nothing of the
+# workspace's own build is replaced.
+(cd "$scratch" && cargo build --quiet --offline --workspace --lib --target-dir "$root/target")
 echo "built from their packages alone: ${core_crates[*]}"

@@ -128,7 +128,7 @@ fn unknown_fields_survive_a_round_trip_in_both_formats() {
 
 #[test]
 fn toml_documents_of_the_same_shape_load() {
-    let example = include_str!("../../../fixtures/rules/example.toml");
+    let example = include_str!("example.toml");
     assert_eq!(RulesDocument::detect_format(example), Format::Toml);
     let document = RulesDocument::parse(example, Format::Toml).expect("example parses");
     let rules = Rules::compile(document).unwrap_or_else(|invalid| panic!("{invalid}"));
