@@ -298,6 +298,7 @@ fn remote_files_read_byte_identical_over_few_connections() {
                 )
             })
             .collect();
+        let mut table = metafuse_testkit::TableCheck::new();
         for (file, source) in &opened {
             let length = source.len();
             for offset in [
@@ -311,14 +312,20 @@ fn remote_files_read_byte_identical_over_few_connections() {
                 length + 5_000,
             ] {
                 let mut buffer = vec![0; 10_000];
-                let n_read = file.read_at(&mut buffer, offset as u64).expect("pread");
                 let start = offset.min(length);
                 let end = (offset + 10_000).min(length);
-                assert_eq!(
-                    &buffer[..n_read],
-                    &source[start..end],
-                    "{style:?} at {offset}"
-                );
+                // Bytes are compared, not printed: a failing row names its
+                // place and the lengths.
+                match file.read_at(&mut buffer, offset as u64) {
+                    Ok(n_read) => table.check(
+                        buffer[..n_read] == source[start..end],
+                        format!(
+                            "{style:?} at {offset}: {n_read} bytes read, expected {} equal bytes",
+                            end - start
+                        ),
+                    ),
+                    Err(error) => table.check(false, format!("{style:?} at {offset}: {error}")),
+                }
             }
         }
         for file in &files {
