@@ -4,8 +4,6 @@
 //! IO of reading a source.
 
 use std::ffi::OsStr;
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,10 +15,9 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use hashbrown::HashMap;
+use metafuse_bytes::{ByteSources, OpenError, OpenSource};
 use metafuse_vfs::{Library, NodeKind, NodeRef, SharedLibrary};
 use parking_lot::Mutex;
-
-use crate::source::{WebdavClient, local_source_path, read_local};
 
 /// Entries and attributes can be cached long: every change of the tree
 /// reaches the kernel as an invalidation.
@@ -38,8 +35,7 @@ pub(crate) struct Ownership {
 #[derive(Debug)]
 pub(crate) struct MetafuseFilesystem {
     pub(crate) library: SharedLibrary,
-    pub(crate) files_root: PathBuf,
-    pub(crate) webdav: Option<WebdavClient>,
+    pub(crate) sources: ByteSources,
     pub(crate) ownership: Ownership,
     pub(crate) passthrough_wanted: bool,
     /// Set in `init` when the kernel granted passthrough; cleared for good
@@ -53,18 +49,12 @@ pub(crate) struct MetafuseFilesystem {
 }
 
 #[derive(Debug)]
-pub(crate) enum OpenFile {
+pub(crate) struct OpenFile {
     /// Shared so that a read clones a pointer, not a descriptor.
-    Local(Arc<File>),
-    /// The kernel reads the backing file itself; `file` still serves a
-    /// read that reaches us anyway.
-    Passthrough {
-        ino: u64,
-        file: Arc<File>,
-    },
-    Remote {
-        file_path: String,
-    },
+    source: Arc<OpenSource>,
+    /// The inode whose backing file the kernel reads itself (passthrough);
+    /// `source` still serves a read that reaches us anyway.
+    passthrough_ino: Option<u64>,
 }
 
 /// The names of a directory when it was opened: offsets index this list,
@@ -259,7 +249,8 @@ impl MetafuseFilesystem {
     }
 
     /// Opens the source of a file: passthrough when possible, else a local
-    /// handle, else WebDAV; EIO when there is no readable source.
+    /// handle, else WebDAV; EACCES when the path rule refuses it, EIO when
+    /// there is no readable source.
     fn open_source(
         &self,
         ino: INodeNo,
@@ -270,39 +261,40 @@ impl MetafuseFilesystem {
             let node = library.get(ino.0).ok_or(Errno::ENOENT)?;
             node.source_path().ok_or(Errno::EISDIR)?.to_owned()
         };
-        let local = local_source_path(&self.files_root, &source_path)
-            .and_then(|path| File::open(path).ok());
-        let Some(file) = local else {
-            return match &self.webdav {
-                Some(_) => Ok((
-                    OpenFile::Remote {
-                        file_path: source_path,
-                    },
-                    None,
-                )),
-                None => {
-                    tracing::debug!(ino = ino.0, source_path, "no readable source");
-                    Err(Errno::EIO)
-                }
-            };
-        };
-        if self.passthrough_active.load(Ordering::Relaxed)
-            && let Some(backing_id) = self.backing_id(ino.0, &file, reply)
+        let source = self
+            .sources
+            .open(source_path.as_bytes())
+            .map_err(|error: OpenError| {
+                tracing::debug!(ino = ino.0, %error, "no readable source");
+                Errno::from_i32(error.errno())
+            })?;
+        if let OpenSource::Local(local) = &source
+            && self.passthrough_active.load(Ordering::Relaxed)
+            && let Some(backing_id) = self.backing_id(ino.0, local.file(), reply)
         {
-            let open_file = OpenFile::Passthrough {
-                ino: ino.0,
-                file: Arc::new(file),
+            let open_file = OpenFile {
+                source: Arc::new(source),
+                passthrough_ino: Some(ino.0),
             };
             return Ok((open_file, Some(backing_id)));
         }
-        Ok((OpenFile::Local(Arc::new(file)), None))
+        let open_file = OpenFile {
+            source: Arc::new(source),
+            passthrough_ino: None,
+        };
+        Ok((open_file, None))
     }
 
     /// The backing id of `ino` for one more open handle: the kernel wants
     /// one per inode, so the first open registers `file` and later ones
     /// share it. None when registering fails, which turns passthrough off
     /// for good (no privilege, stacking too deep...).
-    fn backing_id(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+    fn backing_id(
+        &self,
+        ino: u64,
+        file: &std::fs::File,
+        reply: &ReplyOpen,
+    ) -> Option<Arc<BackingId>> {
         let mut backing_files = self.backing_files.lock();
         if let Some((backing_id, n_open)) = backing_files.get_mut(&ino) {
             *n_open += 1;
@@ -323,43 +315,22 @@ impl MetafuseFilesystem {
     }
 
     fn read_open_file(&self, handle: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        enum Source {
-            Local(Arc<File>),
-            Remote(String),
-        }
         // Clone what the read needs so that no lock is held during IO.
         let source = match self.open_files.lock().get(&handle.0) {
-            Some(OpenFile::Local(file) | OpenFile::Passthrough { file, .. }) => {
-                Source::Local(file.clone())
-            }
-            Some(OpenFile::Remote { file_path }) => Source::Remote(file_path.clone()),
+            Some(open_file) => open_file.source.clone(),
             None => return Err(Errno::EBADF),
         };
-        let size = size as usize;
-        match source {
-            Source::Local(file) => read_local(&file, offset, size).map_err(|error| {
-                tracing::warn!(%error, fh = handle.0, offset, "read of a local source failed");
-                Errno::EIO
-            }),
-            Source::Remote(file_path) => {
-                let Some(webdav) = &self.webdav else {
-                    return Err(Errno::EIO);
-                };
-                webdav
-                    .read_range(&file_path, offset, size)
-                    .map_err(|error| {
-                        tracing::warn!(%error, file_path, offset, "webdav read failed");
-                        Errno::EIO
-                    })
-            }
-        }
+        source.read_at(offset, size as usize).map_err(|error| {
+            tracing::warn!(%error, fh = handle.0, offset, "read of a source failed");
+            Errno::EIO
+        })
     }
 
     fn release_file(&self, handle: FileHandle) {
         let Some(open_file) = self.open_files.lock().remove(&handle.0) else {
             return;
         };
-        if let OpenFile::Passthrough { ino, .. } = open_file {
+        if let Some(ino) = open_file.passthrough_ino {
             let mut backing_files = self.backing_files.lock();
             if let Some((_, n_open)) = backing_files.get_mut(&ino) {
                 *n_open = n_open.saturating_sub(1);

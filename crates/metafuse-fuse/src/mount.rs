@@ -13,7 +13,7 @@ use fuser::{BackgroundSession, Config, INodeNo, MountOption, Notifier, SessionAC
 use metafuse_vfs::{Invalidation, SharedLibrary};
 
 use crate::filesystem::{MetafuseFilesystem, Ownership};
-use crate::source::{InvalidWebdavUrl, WebdavClient};
+use metafuse_bytes::{ByteSources, InvalidWebdavUrl};
 
 /// How to mount a library.
 #[derive(Clone, Debug)]
@@ -120,9 +120,7 @@ fn watch_for_death(mountpoint: &Path) -> io::Result<Child> {
 /// background multi-threaded session until the handle is unmounted or
 /// dropped.
 pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandle, MountError> {
-    if let Some(url) = &options.webdav_base_url {
-        WebdavClient::new(url)?;
-    }
+    let sources = ByteSources::new(&options.files_root, options.webdav_base_url.as_deref())?;
     // /proc/self is owned by this process's effective uid and gid.
     let process_owner = std::fs::metadata("/proc/self").ok();
     let ownership = Ownership {
@@ -138,11 +136,7 @@ pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandl
     let passthrough_active = Arc::new(AtomicBool::new(false));
     let make_filesystem = || MetafuseFilesystem {
         library: library.clone(),
-        files_root: options.files_root.clone(),
-        webdav: options
-            .webdav_base_url
-            .as_deref()
-            .and_then(|url| WebdavClient::new(url).ok()),
+        sources: sources.clone(),
         ownership,
         passthrough_wanted: options.passthrough,
         passthrough_active: passthrough_active.clone(),
