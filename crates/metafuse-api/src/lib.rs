@@ -12,6 +12,7 @@ mod prometheus;
 mod router;
 mod server;
 mod timestamp;
+mod webdav_tokens;
 
 pub use backend::{
     Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
@@ -20,3 +21,4 @@ pub use backend::{
 };
 pub use error::ApiError;
 pub use server::{BackendSlot, serve};
+pub use webdav_tokens::install_webdav_tokens;

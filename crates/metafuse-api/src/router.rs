@@ -77,6 +77,10 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     let mut response = match backend.current() {
+        // Token routes need no backend (crate::webdav_tokens).
+        _ if crate::webdav_tokens::is_token_route(request.uri().path()) => {
+            crate::webdav_tokens::respond(request).await
+        }
         Some(backend) => respond(backend.as_ref(), request).await,
         None => respond_starting(&request),
     };
