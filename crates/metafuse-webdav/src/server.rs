@@ -195,7 +195,19 @@ impl WebdavServer {
             );
             return response;
         }
-        self.handler.handle(request).await
+        let is_options = request.method() == Method::OPTIONS;
+        let mut response = self.handler.handle(request).await;
+        if is_options {
+            // dav-server advertises class 2 and 3 (locking, PATCH), which a
+            // read-only server without LOCK must not claim.
+            let headers = response.headers_mut();
+            headers.insert("dav", HeaderValue::from_static("1"));
+            headers.insert(
+                hyper::header::ALLOW,
+                HeaderValue::from_static("OPTIONS, GET, HEAD, PROPFIND"),
+            );
+        }
+        response
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavFileSystem, DavMetaData, FsError, FsFuture, FsStream, OpenOptions,
-    ReadDirMeta,
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsStream,
+    OpenOptions, ReadDirMeta,
 };
 use futures_util::FutureExt;
 use metafuse_bytes::{ByteSources, OpenSource};
@@ -162,7 +162,73 @@ impl TreeFs {
     }
 }
 
+/// `<D:displayname>` of a name, escaped for XML (names hold no control
+/// characters: the path rules remove them).
+fn displayname_xml(name: &str) -> Vec<u8> {
+    let mut escaped = String::with_capacity(name.len());
+    for character in name.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&apos;"),
+            character if character.is_control() => {}
+            character => escaped.push(character),
+        }
+    }
+    format!("<D:displayname xmlns:D=\"DAV:\">{escaped}</D:displayname>").into_bytes()
+}
+
+fn displayname_prop(xml: Option<Vec<u8>>) -> DavProp {
+    DavProp {
+        name: "displayname".to_owned(),
+        prefix: Some("D".to_owned()),
+        namespace: Some("DAV:".to_owned()),
+        xml,
+    }
+}
+
+impl TreeFs {
+    fn name_of(&self, path: &DavPath) -> Result<String, FsError> {
+        let path = std::str::from_utf8(path.as_bytes()).map_err(|_| FsError::NotFound)?;
+        let library = self.library.read();
+        let node = library.resolve(path).ok_or(FsError::NotFound)?;
+        Ok(node.name().to_owned())
+    }
+}
+
 impl DavFileSystem for TreeFs {
+    /// `displayname` is the only property beyond dav-server's live ones;
+    /// it is served as a "dead" property, read-only (PROPPATCH is refused
+    /// before dav-server sees it).
+    fn have_props<'a>(
+        &'a self,
+        _: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        async { true }.boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            let name = self.name_of(path)?;
+            Ok(vec![displayname_prop(
+                do_content.then(|| displayname_xml(&name)),
+            )])
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            if prop.name != "displayname" || prop.namespace.as_deref() != Some("DAV:") {
+                return Err(FsError::NotFound);
+            }
+            Ok(displayname_xml(&self.name_of(path)?))
+        }
+        .boxed()
+    }
+
     fn open<'a>(
         &'a self,
         path: &'a DavPath,
