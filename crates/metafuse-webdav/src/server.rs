@@ -34,6 +34,10 @@ const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most; older entries are dropped first.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
+/// Bytes per source read while streaming a body: large enough that the
+/// per-read cost (a blocking-pool hop, or one upstream range request)
+/// does not dominate, small enough that nothing big is ever buffered.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -126,6 +130,7 @@ impl WebdavServer {
             .filesystem(Box::new(TreeFs { library, sources }))
             .strip_prefix(prefix.trim_end_matches('/'))
             .methods(DavMethodSet::WEBDAV_RO)
+            .read_buf_size(READ_CHUNK_BYTES)
             .build_handler();
         WebdavServer {
             handler,
