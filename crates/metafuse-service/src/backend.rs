@@ -11,6 +11,7 @@ use metafuse_api::{
     PreviewEntry, ReadInfo, RulesSnapshot, ServiceList, SourceState, StateBuilderStats, Stats,
     StreamHealth, TemplateVariable, Validation, VariableType,
 };
+use metafuse_bytes::SourceLocation;
 use metafuse_rules::{Metadata, Rule, Rules, RulesDocument, Severity};
 use metafuse_source::FetchedValues;
 use metafuse_state::FetchPlan;
@@ -219,24 +220,20 @@ impl Backend for ServiceBackend {
             });
         }
         let file_path = node.source_path().unwrap_or_default();
-        let relative = file_path.trim_start_matches('/');
-        let webdav_url = self
-            .inner
-            .leader
-            .lock()
-            .webdav_url
-            .as_ref()
-            .map(|base| format!("{}/{relative}", base.trim_end_matches('/')));
+        // The mount's path rule (metafuse-bytes) decides; a refused
+        // `filePath` (`..`) reports no path at all.
+        let location =
+            SourceLocation::resolve(&self.inner.config.files_root, file_path.as_bytes()).ok();
+        let webdav_url = match (&self.inner.leader.lock().webdav_url, &location) {
+            (Some(base), Some(location)) => Some(format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                location.percent_encoded()
+            )),
+            _ => None,
+        };
         Ok(ReadInfo {
-            // An absolute filePath is taken under the files volume (spec §6).
-            source_path: Some(
-                self.inner
-                    .config
-                    .files_root
-                    .join(relative)
-                    .display()
-                    .to_string(),
-            ),
+            source_path: location.map(|location| location.local_path().display().to_string()),
             size: node.size_bytes(),
             webdav_url,
         })
