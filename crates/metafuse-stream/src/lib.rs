@@ -51,6 +51,7 @@ mod entries;
 mod error;
 mod fetch;
 mod info;
+mod liveness;
 mod resp;
 mod source;
 mod tail;

@@ -1,8 +1,10 @@
 //! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
-//! on another, reconnecting with backoff after a connection loss.
+//! on another, reconnecting with backoff after a connection loss. Every
+//! reconnect and every idle read verifies that the peer answers and that the
+//! stream still leads on from our position (`liveness`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use metafuse_rules::RelevantProperties;
@@ -14,6 +16,11 @@ use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
 use crate::fetch::{FetchedValues, fetch_values};
 use crate::info::{EVENTS_STREAM, StreamInfo, stream_info};
+use crate::liveness::timed_out;
+use crate::liveness::{
+    CONNECT_TIMEOUT, Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe,
+    stream_continuity, with_keepalive,
+};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -77,6 +84,13 @@ struct SharedTailStatus {
     last_entry_at_ms: AtomicU64,
     /// [`UNKNOWN_LAG`] until the tail has seen where the stream ends.
     lag_entries: AtomicU64,
+    /// Why the tail is not verified live, `None` while it is: set on every
+    /// connection loss, timeout and broken stream, cleared by a read or an
+    /// idle verification that succeeded.
+    not_live_reason: Mutex<Option<String>>,
+    /// Bumped on every change of `connected` or `not_live_reason`, so
+    /// waiters ([`TailStatus::wait_for`]) need not poll.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Stands for "not known" in [`SharedTailStatus::lag_entries`].
@@ -89,9 +103,13 @@ impl Default for SharedTailStatus {
             connections: AtomicU64::new(0),
             last_entry_at_ms: AtomicU64::new(0),
             lag_entries: AtomicU64::new(UNKNOWN_LAG),
+            not_live_reason: Mutex::new(Some(NOT_CONNECTED_YET.to_owned())),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 }
+
+const NOT_CONNECTED_YET: &str = "the tail has not reached redis yet";
 
 impl TailStatus {
     /// Whether the tail holds a working connection to Redis (false before
@@ -128,8 +146,52 @@ impl TailStatus {
         }
     }
 
+    /// Why the tail is not verified live (disconnected, the peer stopped
+    /// answering, the stream lost entries after our position and a
+    /// resynchronisation is due), or `None` while it is: connected, and the
+    /// last read or idle verification (at least once per block time)
+    /// succeeded.
+    pub fn not_live_reason(&self) -> Option<String> {
+        self.shared
+            .not_live_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until `condition` holds for this status (checked now and after
+    /// every change of the connection or liveness).
+    pub async fn wait_for(&self, mut condition: impl FnMut(&TailStatus) -> bool) {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            if condition(self) {
+                return;
+            }
+            // The sender lives in `shared`, which we hold: this cannot fail.
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn set_connected(&self, connected: bool) {
         self.shared.connected.store(connected, Ordering::Relaxed);
+        self.shared.changes.send_modify(|changes| *changes += 1);
+    }
+
+    /// Verified live (`None`) or not (`Some(reason)`); notifies waiters on a
+    /// change only.
+    fn set_not_live(&self, reason: Option<String>) {
+        let mut current = self
+            .shared
+            .not_live_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != reason {
+            *current = reason;
+            drop(current);
+            self.shared.changes.send_modify(|changes| *changes += 1);
+        }
     }
 
     fn record_connection(&self) {
@@ -169,6 +231,8 @@ pub struct Tail {
     /// `XINFO` finding the stream ends at our position gives it, every entry
     /// read advances it, and the lag is the stream's count minus it.
     entries_added_at_position: Option<u64>,
+    /// The server last verified to hold our position.
+    identity: Option<ServerIdentity>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -185,7 +249,7 @@ impl std::fmt::Debug for Tail {
 impl Tail {
     pub(crate) fn new(client: redis::Client, prefix: &str, last_event_id: &str) -> Self {
         Self {
-            client,
+            client: with_keepalive(&client),
             prefix: prefix.to_owned(),
             last_event_id: last_event_id.to_owned(),
             block: DEFAULT_BLOCK,
@@ -195,6 +259,7 @@ impl Tail {
             outage_attempts: None,
             status: TailStatus::default(),
             entries_added_at_position: None,
+            identity: None,
         }
     }
 
@@ -208,6 +273,8 @@ impl Tail {
     pub fn set_status(&mut self, status: TailStatus) {
         if self.read_connection.is_some() {
             status.record_connection();
+        } else {
+            status.set_not_live(Some(NOT_CONNECTED_YET.to_owned()));
         }
         self.status = status;
     }
@@ -223,15 +290,27 @@ impl Tail {
     }
 
     /// Continues after `last_event_id` (after a resynchronisation).
+    ///
+    /// The bootstrap that produced `last_event_id` has just read this
+    /// Redis, so the tail counts as live again if it is connected; the next
+    /// read or idle verification confirms it.
     pub fn resume_from(&mut self, last_event_id: &str) {
         self.last_event_id = last_event_id.to_owned();
         self.entries_added_at_position = None;
         self.status.set_lag_entries(None);
+        // The snapshot came from whatever server answers now.
+        self.identity = None;
+        if self.read_connection.is_some() {
+            self.status.set_not_live(None);
+        }
     }
 
     /// Waits for the next entries and returns the current values of their
     /// relevant keys. Connection loss is retried with backoff and resumes
     /// from the last id; only errors that retrying cannot fix are returned.
+    /// While no entries come, every block time the tail verifies that Redis
+    /// answers and that the stream still leads on from our position, and
+    /// asks for a [`TailEvent::Resync`] when it does not.
     ///
     /// Cancel-safe: dropping the future loses nothing, the position only
     /// advances when a batch is returned.
@@ -254,6 +333,8 @@ impl Tail {
                 Err(error) if error.is_connection_error() => {
                     self.read_connection = None;
                     self.fetch_connection = None;
+                    self.status
+                        .set_not_live(Some(format!("lost redis, reconnecting: {error}")));
                     self.status.set_connected(false);
                     let attempts = self.outage_attempts.get_or_insert(0);
                     if *attempts == 0 {
@@ -263,7 +344,11 @@ impl Tail {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.status
+                        .set_not_live(Some(format!("reading the stream failed: {error}")));
+                    return Err(error);
+                }
             }
         }
     }
@@ -278,47 +363,100 @@ impl Tail {
         }
     }
 
+    /// The blocking connection's response timeout: a healthy Redis answers
+    /// an `XREAD BLOCK` after the block time, never much later.
+    fn read_response_timeout(&self) -> Duration {
+        self.block + RESPONSE_MARGIN
+    }
+
+    /// Opens both connections.
+    async fn connect(&mut self) -> Result<(), StreamError> {
+        let blocking = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(self.read_response_timeout()));
+        let fetching = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(FETCH_RESPONSE_TIMEOUT));
+        let connect = |cause| StreamError::Connect {
+            url: "the tail's redis".to_owned(),
+            cause,
+        };
+        let read = self
+            .client
+            .get_multiplexed_async_connection_with_config(&blocking)
+            .await
+            .map_err(connect)?;
+        let fetch = self
+            .client
+            .get_multiplexed_async_connection_with_config(&fetching)
+            .await
+            .map_err(connect)?;
+        self.read_connection = Some(read);
+        self.fetch_connection = Some(fetch);
+        Ok(())
+    }
+
+    /// Whether the stream still leads on from our position: the stream's
+    /// end, start and deletions, and — when the server is not the process
+    /// (or replication history) we last verified — the entry at our
+    /// position. Marks the tail live when it does; a `Resync` when not.
+    async fn verify(&mut self) -> Result<Option<TailEvent>, StreamError> {
+        let Some(fetch) = &mut self.fetch_connection else {
+            return Ok(None);
+        };
+        let (info, identity) = observe(fetch).await?;
+        let mut continuity = stream_continuity(
+            info.as_ref(),
+            &self.last_event_id,
+            self.entries_added_at_position,
+        );
+        if continuity == Continuity::Continuous
+            && self
+                .identity
+                .as_ref()
+                .is_some_and(|known| *known != identity)
+            && !holds_entry(fetch, &self.last_event_id).await?
+        {
+            continuity = Continuity::Broken(format!(
+                "redis restarted or failed over (run_id {}, replication id {}) without the entry at our position {}",
+                identity.run_id, identity.replication_id, self.last_event_id
+            ));
+        }
+        self.identity = Some(identity);
+        self.observe_stream_end(info.as_ref());
+        match continuity {
+            Continuity::Continuous => {
+                self.status.set_not_live(None);
+                Ok(None)
+            }
+            Continuity::Broken(reason) => {
+                tracing::warn!(
+                    reason,
+                    last_event_id = self.last_event_id,
+                    "the stream no longer leads on from our position"
+                );
+                self.status
+                    .set_not_live(Some(format!("resynchronising: {reason}")));
+                Ok(Some(TailEvent::Resync {
+                    last_event_id: self.last_event_id.clone(),
+                }))
+            }
+        }
+    }
+
     /// One `XREAD`; `None` when it timed out without entries.
     async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
         if self.read_connection.is_none() || self.fetch_connection.is_none() {
-            let blocking = AsyncConnectionConfig::new().set_response_timeout(None);
-            let fetching =
-                AsyncConnectionConfig::new().set_response_timeout(Some(FETCH_RESPONSE_TIMEOUT));
-            let connect = |cause| StreamError::Connect {
-                url: "the tail's redis".to_owned(),
-                cause,
-            };
-            let read = self
-                .client
-                .get_multiplexed_async_connection_with_config(&blocking)
-                .await
-                .map_err(connect)?;
-            let mut fetch = self
-                .client
-                .get_multiplexed_async_connection_with_config(&fetching)
-                .await
-                .map_err(connect)?;
+            self.connect().await?;
+            self.status.record_connection();
             // After (re)connecting, the stream must still lead on from our
             // position: a Redis that came back empty, or trimmed past us,
             // means changes were lost.
-            let info = stream_info(&mut fetch).await?;
-            let at_start = self.last_event_id == "0-0" || self.last_event_id == "0";
-            let continuous = match &info {
-                Some(info) => {
-                    !info.is_behind(&self.last_event_id) && !info.lost_after(&self.last_event_id)
-                }
-                None => at_start,
-            };
-            self.read_connection = Some(read);
-            self.fetch_connection = Some(fetch);
-            self.status.record_connection();
-            self.observe_stream_end(info.as_ref());
-            if !continuous {
-                return Ok(Some(TailEvent::Resync {
-                    last_event_id: self.last_event_id.clone(),
-                }));
+            if let Some(resync) = self.verify().await? {
+                return Ok(Some(resync));
             }
         }
+        let response_timeout = self.read_response_timeout();
         let (Some(read), Some(fetch), Some(relevance)) = (
             &mut self.read_connection,
             &mut self.fetch_connection,
@@ -336,15 +474,24 @@ impl Tail {
             .arg(&self.last_event_id)
             .query_async(read)
             .await
-            .map_err(StreamError::command("XREAD meta:events"))?;
+            .map_err(|cause| {
+                if cause.is_timeout() {
+                    timed_out("XREAD meta:events", response_timeout)
+                } else {
+                    StreamError::Command {
+                        operation: "XREAD meta:events",
+                        cause,
+                    }
+                }
+            })?;
         let entries_and_last_id = stream_entries(reply)
             .and_then(|entries| last_entry_id(&entries).map(|last_id| (entries, last_id)));
         let Some((entries, last_id)) = entries_and_last_id else {
-            // Timed out: nothing after us when it was issued; look where the
-            // stream ends now so the lag stays current while idle.
-            let info = stream_info(fetch).await?;
-            self.observe_stream_end(info.as_ref());
-            return Ok(None);
+            // Timed out: nothing after us when it was issued. Nothing wakes
+            // us for losses without a new entry (a flush, a trim to empty,
+            // an `XDEL` of entries we have not read, a restart), so look now;
+            // this also pings the fetch connection and keeps the lag current.
+            return self.verify().await;
         };
         let n_entries = match &entries {
             Value::Array(items) => items.len() as u64,
@@ -356,9 +503,13 @@ impl Tail {
         // Entries after our old position were deleted before we read them
         // (the stream was trimmed past us): they are lost to us.
         let info = stream_info(fetch).await?;
-        if let Some(info) = &info
-            && info.lost_after(&self.last_event_id)
-        {
+        if let Continuity::Broken(reason) = stream_continuity(
+            info.as_ref(),
+            &self.last_event_id,
+            self.entries_added_at_position,
+        ) {
+            self.status
+                .set_not_live(Some(format!("resynchronising: {reason}")));
             return Ok(Some(TailEvent::Resync {
                 last_event_id: self.last_event_id.clone(),
             }));
@@ -373,6 +524,7 @@ impl Tail {
             .entries_added_at_position
             .map(|entries_added| entries_added + n_entries);
         self.observe_stream_end(info.as_ref());
+        self.status.set_not_live(None);
         Ok(Some(TailEvent::Batch(TailBatch {
             values,
             last_event_id: last_id,
