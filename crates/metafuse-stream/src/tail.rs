@@ -330,7 +330,7 @@ impl Tail {
                     return Ok(event);
                 }
                 Ok(None) => self.recovered(),
-                Err(error) if error.is_connection_error() => {
+                Err(error) if is_transient(&error) => {
                     self.read_connection = None;
                     self.fetch_connection = None;
                     self.status
@@ -448,11 +448,13 @@ impl Tail {
     async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
         if self.read_connection.is_none() || self.fetch_connection.is_none() {
             self.connect().await?;
-            self.status.record_connection();
             // After (re)connecting, the stream must still lead on from our
             // position: a Redis that came back empty, or trimmed past us,
-            // means changes were lost.
-            if let Some(resync) = self.verify().await? {
+            // means changes were lost. Only a connection that answered this
+            // counts as one (a Redis still loading its data does not).
+            let verdict = self.verify().await?;
+            self.status.record_connection();
+            if let Some(resync) = verdict {
                 return Ok(Some(resync));
             }
         }
@@ -557,6 +559,20 @@ impl Tail {
         };
         self.status.set_lag_entries(lag);
     }
+}
+
+/// Worth retrying after reconnecting: a connection problem, or a Redis that
+/// is up but not ready (loading its data set after a restart, a replica
+/// whose master is down).
+fn is_transient(error: &StreamError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_connection_error()
+        || matches!(error, StreamError::Command { cause, .. } if matches!(
+            cause.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+            )
+        ))
 }
 
 /// `XREAD` answers `[[stream, entries]]` (RESP2) or `{stream: entries}`
