@@ -36,9 +36,11 @@
 mod key;
 mod projection;
 mod record;
+mod value_bytes;
 
 pub use key::{KeyError, parse_event_key};
 pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
+pub use value_bytes::{FILE_PATH_PROPERTY, file_path_bytes, stored_value};
 
 #[cfg(test)]
 mod tests;

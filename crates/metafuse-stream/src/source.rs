@@ -175,8 +175,17 @@ impl Source {
     /// away; a bootstrap (often a resync after an outage) starts with a
     /// fresh one if the old one is dead.
     async fn ensure_connected(&mut self) -> Result<(), StreamError> {
-        let ping: Result<(), _> = redis::cmd("PING").query_async(&mut self.connection).await;
-        if let Err(error) = ping {
+        // A frozen peer must not hold a refresh for the whole response
+        // timeout: a PING answers at once or the connection is dead.
+        let ping = tokio::time::timeout(
+            crate::liveness::CHECK_TIMEOUT,
+            redis::cmd("PING").query_async::<()>(&mut self.connection),
+        )
+        .await;
+        if let Err(error) = ping
+            .map_err(|_| "no answer to PING".to_owned())
+            .and_then(|ping| ping.map_err(|error| error.to_string()))
+        {
             tracing::debug!(%error, "redis connection is dead; reconnecting");
             self.connection = open_connection(&self.client, &self.url).await?;
         }
@@ -521,7 +530,9 @@ async fn open_connection(
     client: &redis::Client,
     redacted_url: &str,
 ) -> Result<MultiplexedConnection, StreamError> {
-    let config = AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(crate::liveness::CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await

@@ -174,6 +174,12 @@ impl TailStatus {
         }
     }
 
+    /// A receiver that sees every later change of the connection or
+    /// liveness (for waiting on several things at once).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
     fn set_connected(&self, connected: bool) {
         self.shared.connected.store(connected, Ordering::Relaxed);
         self.shared.changes.send_modify(|changes| *changes += 1);
@@ -426,7 +432,10 @@ impl Tail {
         self.observe_stream_end(info.as_ref());
         match continuity {
             Continuity::Continuous => {
-                self.status.set_not_live(None);
+                // A fresh connection is marked live once it is counted.
+                if self.status.is_connected() {
+                    self.status.set_not_live(None);
+                }
                 Ok(None)
             }
             Continuity::Broken(reason) => {
@@ -454,8 +463,9 @@ impl Tail {
             // counts as one (a Redis still loading its data does not).
             let verdict = self.verify().await?;
             self.status.record_connection();
-            if let Some(resync) = verdict {
-                return Ok(Some(resync));
+            match verdict {
+                Some(resync) => return Ok(Some(resync)),
+                None => self.status.set_not_live(None),
             }
         }
         let response_timeout = self.read_response_timeout();
