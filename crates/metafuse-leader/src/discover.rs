@@ -160,7 +160,7 @@ pub async fn discover(config: &DiscoveryConfig) -> Result<Leader, LeaderError> {
     if let Some(redis_url) = &config.redis_url {
         tracing::info!(
             "using redis at {} (explicit redis url)",
-            crate::redact_password(redis_url)
+            metafuse_source::redact_url(redis_url)
         );
         return Ok(Leader {
             redis_url: redis_url.clone(),
@@ -223,7 +223,7 @@ pub(crate) fn log_found(leader: &Leader) {
     tracing::info!(
         "leader found: {} at {} (via {})",
         leader.hostname.as_deref().unwrap_or("unknown host"),
-        crate::redact_password(&leader.redis_url),
+        metafuse_source::redact_url(&leader.redis_url),
         leader.source
     );
 }

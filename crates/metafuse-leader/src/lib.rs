@@ -14,11 +14,9 @@ mod config;
 mod discover;
 mod info_file;
 mod meta_core;
-mod redact;
 mod watch;
 
 pub use config::DiscoveryConfig;
 pub use discover::{Leader, LeaderError, LeaderSource, discover};
 pub use meta_core::UrlsResponse;
-pub use redact::redact_password;
 pub use watch::{LeaderWatcher, watch};

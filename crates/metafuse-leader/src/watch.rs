@@ -105,6 +105,6 @@ async fn follow_info_file(
 fn keeping(current: &Leader) -> String {
     format!(
         "keeping leader {}",
-        crate::redact_password(&current.redis_url)
+        metafuse_source::redact_url(&current.redis_url)
     )
 }

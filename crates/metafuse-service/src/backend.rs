@@ -11,12 +11,13 @@ use metafuse_api::{
     TemplateVariable, Validation,
 };
 use metafuse_rules::{Metadata, Rule, Rules, RulesDocument, Severity};
-use metafuse_stream::{FetchPlan, FetchedValues, Source};
+use metafuse_source::FetchedValues;
+use metafuse_state::FetchPlan;
 use metafuse_vfs::{Library, NodeRef};
 use serde_json::{Map, Value, json};
 
+use crate::inner::Inner;
 use crate::rules_file::{compile_document, save_atomically};
-use crate::service::Inner;
 use crate::status::Phase;
 
 pub(crate) struct ServiceBackend {
@@ -342,14 +343,10 @@ impl Backend for ServiceBackend {
             let extra = if plan.is_empty() {
                 FetchedValues::default()
             } else {
-                let redis_url = self.inner.leader.lock().redis_url.clone();
-                let mut source = Source::connect(&redis_url, &self.inner.config.prefix)
+                self.inner
+                    .fetch_plan(plan)
                     .await
-                    .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-                source
-                    .fetch_plan(&plan)
-                    .await
-                    .map_err(|error| ApiError::Unavailable(error.to_string()))?
+                    .map_err(ApiError::Unavailable)?
             };
             let library = self.inner.library.read();
             Ok(preview(&library, &candidate, limit, &extra))
@@ -428,7 +425,7 @@ impl Backend for ServiceBackend {
             "leader": {
                 "hostname": leader.hostname,
                 "apiUrl": leader.api_url,
-                "redisUrl": metafuse_leader::redact_password(&leader.redis_url),
+                "redisUrl": metafuse_source::redact_url(&leader.redis_url),
                 "webdavUrl": leader.webdav_url,
                 "source": leader.source.to_string(),
             },

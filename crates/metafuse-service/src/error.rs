@@ -7,13 +7,13 @@ pub enum ServiceError {
     #[error("cannot discover redis: {0}")]
     Discovery(metafuse_leader::LeaderError),
     /// The bootstrap failed for a reason that waiting cannot mend (an
-    /// unreachable Redis is waited for instead).
+    /// unreachable source is waited for instead).
     #[error("bootstrap from {url} failed: {cause}")]
     Bootstrap {
-        /// The Redis URL (password redacted).
+        /// Where the source is (credentials redacted).
         url: String,
-        /// What the stream layer said.
-        cause: metafuse_stream::StreamError,
+        /// What the source said.
+        cause: metafuse_source::SourceError,
     },
     /// The preset asked for does not exist.
     #[error(transparent)]

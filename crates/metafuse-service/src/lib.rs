@@ -1,22 +1,31 @@
 //! metafuse-service: the async composition shared by the binaries.
 //!
-//! [`Service::start`] finds Redis, bootstraps the projection, builds the
-//! tree and then keeps it live: one state task owns the stream tail and
-//! serialises every change (stream batches, resynchronisations, rules
-//! changes, leader switches), applying each under the library's write lock
-//! only for the swap, so readers (the FUSE mount, the HTTP API) never wait
-//! for Redis. Invalidations go to the sinks attached with
-//! [`Service::attach_invalidation_sink`] (the mount).
+//! [`Service::start`] finds the metadata source (a
+//! `metafuse_source::MetadataSource`; today the leader's Redis),
+//! bootstraps the projection, builds the tree and then keeps it live: one
+//! state task owns the source and serialises every change (tail batches,
+//! resynchronisations, rules changes, leader switches), applying each under
+//! the library's write lock only for the swap, so readers (the FUSE mount,
+//! the HTTP API) never wait for the source.
+//!
+//! Every change is published on the change feed
+//! ([`Service::subscribe_changes`]) as the virtual paths it added, removed
+//! or changed. The kernel invalidation is one subscriber of that feed
+//! ([`Service::attach_invalidation_sink`], the mount), the one the service
+//! waits for before it reports an event applied.
 #![warn(missing_docs)]
 
 mod backend;
 mod config;
 mod error;
+mod inner;
 mod rules_file;
 mod service;
 mod status;
 
 pub use config::{Ownership, RulesSource, ServiceConfig};
 pub use error::ServiceError;
+pub use inner::InvalidationSink;
+pub use metafuse_vfs::{ChangeBatch, ChangeCause, PathChange, PathChangeKind};
 pub use rules_file::{MAX_RULES_BACKUPS, RULES_FILE_NAME, backup_path};
-pub use service::{InvalidationSink, Service};
+pub use service::Service;

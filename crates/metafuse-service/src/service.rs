@@ -6,33 +6,30 @@ use std::time::{Duration, Instant};
 
 use metafuse_leader::Leader;
 use metafuse_rules::{RelevantProperties, Rules};
-use metafuse_stream::{
-    BootstrapReport, FetchPlan, FetchedValues, Projection, Source, Strategy, StreamError, Tail,
-    TailEvent, TailStatus,
+use metafuse_source::{
+    BootstrapReport, FetchedValues, MetadataSource, SourceError, TailEvent, redact_url,
 };
-use metafuse_vfs::{Invalidation, Library, SharedLibrary};
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot, watch};
+use metafuse_state::{FetchPlan, Projection};
+use metafuse_stream::{RedisSource, Strategy};
+use metafuse_vfs::{ChangeBatch, ChangeCause, Library, SharedLibrary, TreeChanges};
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::{RulesSource, ServiceConfig};
 use crate::error::ServiceError;
+use crate::inner::{Command, Inner, InnerParts, InvalidationSink};
 use crate::rules_file::compile_text;
 use crate::status::{Phase, Status};
 
-/// Receives what the kernel must forget after each change (the mount's
-/// `MountHandle::invalidate`). Called from the state task after the library
-/// lock is released.
-pub type InvalidationSink = Box<dyn Fn(&[Invalidation]) + Send + Sync>;
-
 /// Pause before a failed leader switch is tried again.
 const LEADER_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// First pause between failed attempts to reach Redis (start-up bootstrap,
-/// resynchronisation); doubles up to the max.
-const REDIS_RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const REDIS_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First pause between failed attempts to reach the source (start-up
+/// bootstrap, resynchronisation); doubles up to the max.
+const SOURCE_RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const SOURCE_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A running service: a live tree fed from Redis.
+/// A running service: a live tree fed from a metadata source.
 pub struct Service {
     pub(crate) inner: Arc<Inner>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -42,96 +39,41 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Service")
-            .field("redis_url", &self.inner.leader.lock().redis_url)
-            .field("last_event_id", &*self.inner.applied.borrow())
+            .field("source", &source_location(&self.inner.leader.lock()))
+            .field("last_event_id", &self.inner.applied_event_id())
             .finish()
     }
 }
 
-pub(crate) enum Command {
-    Refresh(oneshot::Sender<Result<(), String>>),
-    ApplyRules(Rules, oneshot::Sender<Result<(), String>>),
-    SwitchLeader(Leader),
+/// Where a leader's source is, credentials redacted, for messages.
+fn source_location(leader: &Leader) -> String {
+    redact_url(&leader.redis_url)
 }
 
-/// State shared by the service handle, its tasks and the API backend.
-pub(crate) struct Inner {
-    pub(crate) library: SharedLibrary,
-    pub(crate) status: Status,
-    pub(crate) config: ServiceConfig,
-    pub(crate) leader: Mutex<Leader>,
-    pub(crate) commands: mpsc::Sender<Command>,
-    sinks: RwLock<Vec<InvalidationSink>>,
-    applied: watch::Sender<String>,
-    rules_checks: watch::Sender<u64>,
-    /// Completed leader switches.
-    leader_switches: watch::Sender<u64>,
-    /// The rules text last read from or written to the file, so the poller
-    /// only reacts to edits made by someone else.
-    pub(crate) last_rules_text: Mutex<Option<String>>,
-    /// The live tail's own report (connection, reconnects, last read, lag);
-    /// every tail, also after a leader switch, reports into this one handle.
-    pub(crate) tail_status: TailStatus,
-}
-
-impl Inner {
-    fn dispatch(&self, invalidations: &[Invalidation]) {
-        if invalidations.is_empty() {
-            return;
-        }
-        for sink in self.sinks.read().iter() {
-            sink(invalidations);
-        }
-    }
-
-    /// The id of the last stream entry applied to the tree.
-    pub(crate) fn applied_event_id(&self) -> String {
-        self.applied.borrow().clone()
-    }
-
-    /// Runs a rules change on the state task and waits for it.
-    pub(crate) async fn apply_rules(&self, rules: Rules) -> Result<(), String> {
-        self.run_on_state_task(|reply| Command::ApplyRules(rules, reply))
-            .await
-    }
-
-    /// Rebuilds the state from a fresh snapshot and waits for it.
-    pub(crate) async fn refresh(&self) -> Result<(), String> {
-        self.run_on_state_task(Command::Refresh).await
-    }
-
-    /// Sends a command that answers and waits for its answer.
-    async fn run_on_state_task(
-        &self,
-        command: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
-    ) -> Result<(), String> {
-        // Either channel closes only when the state task has ended.
-        const STOPPING: &str = "the service is stopping";
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| STOPPING.to_owned())?;
-        answer.await.map_err(|_| STOPPING.to_owned())?
-    }
-
-    pub(crate) fn set_rules_error(&self, error: Option<String>) {
-        self.status.moments.lock().rules_error = error;
-    }
+/// The one place a source is made from a leader: its Redis, for now.
+async fn connect_source(
+    leader: &Leader,
+    config: &ServiceConfig,
+    strategy: Strategy,
+) -> Result<Box<dyn MetadataSource>, SourceError> {
+    let mut source = RedisSource::connect(&leader.redis_url, &config.prefix, strategy).await?;
+    source.set_block(config.tail_block);
+    Ok(Box::new(source))
 }
 
 impl Service {
-    /// Finds Redis, bootstraps, builds the tree and starts following the
-    /// stream, the rules file and the leader. Returns once the tree is
+    /// Finds the source, bootstraps, builds the tree and starts following
+    /// the source, the rules file and the leader. Returns once the tree is
     /// complete; waits as long as discovery needs to find a leader and while
-    /// that leader's Redis is unreachable.
+    /// that leader's source is unreachable.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let initial = initial_rules(&config.rules)?;
         let leader = metafuse_leader::discover(&config.discovery).await?;
         let relevant = initial.rules.relevant_properties();
         let (source, mut projection, report) =
-            bootstrap_when_reachable(&leader.redis_url, &config, &relevant).await?;
+            bootstrap_when_reachable(&leader, &config, &relevant).await?;
         tracing::info!(
+            source = %source.kind(),
             strategy = report.strategy_used.name(),
             reason = report.reason,
             n_events = report.n_events,
@@ -152,29 +94,24 @@ impl Service {
             "tree built"
         );
 
-        let mut tail = source.tail(&report.last_event_id);
-        tail.set_block(config.tail_block);
         let (commands, command_receiver) = mpsc::channel(16);
         let status = Status::default();
         status.record_bootstrap(&report);
         status.moments.lock().rules_error = initial.error;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Inner::new(InnerParts {
             library: SharedLibrary::new(library),
             status,
             config: config.clone(),
-            leader: Mutex::new(leader.clone()),
+            leader: leader.clone(),
             commands,
-            sinks: RwLock::new(Vec::new()),
-            applied: watch::Sender::new(report.last_event_id.clone()),
-            rules_checks: watch::Sender::new(0),
-            leader_switches: watch::Sender::new(0),
-            last_rules_text: Mutex::new(initial.text),
-            tail_status: tail.status(),
-        });
+            applied_event_id: report.last_event_id.clone(),
+            event_id_order: source.event_id_order(),
+            last_rules_text: initial.text,
+            tail_status: source.tail_status(),
+        }));
         let state_task = StateTask {
             inner: inner.clone(),
             source,
-            tail,
             relevant,
             commands: command_receiver,
         };
@@ -200,9 +137,20 @@ impl Service {
     }
 
     /// Adds a receiver of kernel invalidations (the mount, attached after
-    /// bootstrap).
+    /// bootstrap): a subscriber of the change feed that is waited for, so
+    /// once [`Self::wait_until_applied`] returns, it has been told.
     pub fn attach_invalidation_sink(&self, sink: InvalidationSink) {
-        self.inner.sinks.write().push(sink);
+        self.inner.attach_invalidation_sink(sink);
+    }
+
+    /// The change feed: every later update of the tree as the virtual paths
+    /// it added, removed or changed, with its cause. Any number of
+    /// subscribers; one that falls behind is told it lagged
+    /// (`RecvError::Lagged`) and never holds the tail up. Bulk causes
+    /// (rules, resynchronisation, leader switch) report the difference of
+    /// the whole trees.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<ChangeBatch>> {
+        self.inner.subscribe_changes()
     }
 
     /// The HTTP API's view of this service.
@@ -212,20 +160,15 @@ impl Service {
         })
     }
 
-    /// The id of the last stream entry applied to the tree.
+    /// The id of the last event applied to the tree.
     pub fn last_applied_event_id(&self) -> String {
         self.inner.applied_event_id()
     }
 
-    /// Waits until the stream entry `event_id` (an `XADD` id) or a later one
-    /// has been applied and its invalidations delivered.
+    /// Waits until the event `event_id` (for Redis an `XADD` id) or a later
+    /// one has been applied and its invalidations delivered.
     pub async fn wait_until_applied(&self, event_id: &str) {
-        let wanted = parse_stream_id(event_id);
-        let mut receiver = self.inner.applied.subscribe();
-        // The sender lives in `inner`, which we hold: this cannot fail.
-        let _ = receiver
-            .wait_for(|applied| parse_stream_id(applied) >= wanted)
-            .await;
+        self.inner.wait_until_applied(event_id).await;
     }
 
     /// How many leader switches have completed (the new leader's tree
@@ -256,7 +199,7 @@ impl Service {
         self.inner.status.moments.lock().rules_error.clone()
     }
 
-    /// Stops following the stream, the rules file and the leader, and
+    /// Stops following the source, the rules file and the leader, and
     /// detaches the invalidation sinks (so a mount handle held by one can be
     /// unmounted). The tree stays readable.
     pub async fn shutdown(&self) {
@@ -268,7 +211,7 @@ impl Service {
             // A cancelled task reports a JoinError; that is the point.
             let _ = task.await;
         }
-        self.inner.sinks.write().clear();
+        self.inner.detach_invalidation_sinks().await;
         self.inner.status.set_phase(Phase::Stopped);
         tracing::info!("service stopped");
     }
@@ -279,16 +222,8 @@ impl Drop for Service {
         for task in self.tasks.lock().iter() {
             task.abort();
         }
+        self.inner.abort_invalidation_sinks();
     }
-}
-
-/// `1700000000000-3` → `(1700000000000, 3)`; anything else sorts first.
-pub(crate) fn parse_stream_id(id: &str) -> (u64, u64) {
-    let (milliseconds, sequence) = id.split_once('-').unwrap_or((id, "0"));
-    (
-        milliseconds.parse().unwrap_or(0),
-        sequence.parse().unwrap_or(0),
-    )
 }
 
 struct InitialRules {
@@ -297,44 +232,42 @@ struct InitialRules {
     error: Option<String>,
 }
 
-/// Connects and bootstraps, waiting while Redis is unreachable: a service
-/// started before its Redis (a container starting first, a Redis restarting)
-/// should wait for it, not exit. Anything else — a bad URL, a reply we do not
-/// understand — fails at once.
+/// Connects and bootstraps, waiting while the source is unreachable: a
+/// service started before its Redis (a container starting first, a Redis
+/// restarting) should wait for it, not exit. Anything else — a bad URL, a
+/// reply we do not understand — fails at once.
 async fn bootstrap_when_reachable(
-    redis_url: &str,
+    leader: &Leader,
     config: &ServiceConfig,
     relevant: &RelevantProperties,
-) -> Result<(Source, Projection, BootstrapReport), ServiceError> {
-    let mut backoff = REDIS_RETRY_FIRST_BACKOFF;
+) -> Result<(Box<dyn MetadataSource>, Projection, BootstrapReport), ServiceError> {
+    let mut backoff = SOURCE_RETRY_FIRST_BACKOFF;
     let mut n_failed_attempts = 0_u64;
     loop {
         let attempt = async {
-            let mut source = Source::connect(redis_url, &config.prefix).await?;
+            let mut source = connect_source(leader, config, config.strategy).await?;
             let mut projection = Projection::new(relevant.clone());
-            let report = source
-                .bootstrap(&mut projection, config.strategy, |_| {})
-                .await?;
-            Ok::<_, StreamError>((source, projection, report))
+            let report = source.bootstrap(&mut projection, &|_| {}).await?;
+            Ok::<_, SourceError>((source, projection, report))
         };
         match attempt.await {
             Ok(ready) => {
                 if n_failed_attempts > 0 {
-                    tracing::info!(n_failed_attempts, "redis is reachable again");
+                    tracing::info!(n_failed_attempts, "the source is reachable again");
                 }
                 return Ok(ready);
             }
             Err(cause) if cause.is_connection_error() => {
                 if n_failed_attempts == 0 {
-                    tracing::warn!(error = %cause, "redis is not reachable yet; waiting for it");
+                    tracing::warn!(error = %cause, "the source is not reachable yet; waiting for it");
                 }
                 n_failed_attempts += 1;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(REDIS_RETRY_MAX_BACKOFF);
+                backoff = (backoff * 2).min(SOURCE_RETRY_MAX_BACKOFF);
             }
             Err(cause) => {
                 return Err(ServiceError::Bootstrap {
-                    url: metafuse_leader::redact_password(redis_url),
+                    url: source_location(leader),
                     cause,
                 });
             }
@@ -398,18 +331,18 @@ fn invalid_rules_file_message(path: &Path, errors: &[String]) -> String {
     )
 }
 
-/// Owns the stream position and serialises every change of the library.
+/// Owns the source (and so the position) and serialises every change of
+/// the library.
 struct StateTask {
     inner: Arc<Inner>,
-    source: Source,
-    tail: Tail,
+    source: Box<dyn MetadataSource>,
     relevant: RelevantProperties,
     commands: mpsc::Receiver<Command>,
 }
 
 enum Next {
     Command(Option<Command>),
-    Tail(Result<TailEvent, StreamError>),
+    Tail(Result<TailEvent, SourceError>),
 }
 
 impl StateTask {
@@ -419,33 +352,33 @@ impl StateTask {
             let next = tokio::select! {
                 biased;
                 command = self.commands.recv() => Next::Command(command),
-                event = self.tail.next_batch(&self.relevant) => Next::Tail(event),
+                event = self.source.next_batch(&self.relevant) => Next::Tail(event),
             };
             match next {
                 Next::Command(None) => return,
                 Next::Command(Some(command)) => self.handle(command).await,
                 Next::Tail(Ok(TailEvent::Batch(batch))) => {
                     // One lock: readers never see the batch without its counts.
-                    let invalidations = self.inner.library.update(|library| {
-                        let invalidations = library.apply_batch(batch.fetched());
+                    let changes = self.inner.library.update(|library| {
+                        let changes = library.apply_batch_reporting(batch.fetched());
                         library.record_events(batch.counts, &batch.last_event_id);
-                        invalidations
+                        changes
                     });
-                    self.inner.dispatch(&invalidations);
-                    self.inner.applied.send_replace(batch.last_event_id);
+                    self.inner.publish(ChangeCause::Event, changes).await;
+                    self.inner.set_applied(batch.last_event_id);
                 }
                 Next::Tail(Ok(TailEvent::Resync { last_event_id })) => {
                     tracing::warn!(
                         last_event_id,
-                        "the stream lost entries after our position; resynchronising by snapshot"
+                        "the source lost events after our position; resynchronising"
                     );
                     self.resynchronise_until_done().await;
                 }
                 Next::Tail(Err(error)) => {
                     // Not a connection problem (those are retried inside):
                     // pause so a persistent error does not spin.
-                    tracing::error!(%error, "reading the stream failed; retrying");
-                    tokio::time::sleep(REDIS_RETRY_MAX_BACKOFF).await;
+                    tracing::error!(%error, "reading the source failed; retrying");
+                    tokio::time::sleep(SOURCE_RETRY_MAX_BACKOFF).await;
                 }
             }
         }
@@ -461,32 +394,26 @@ impl StateTask {
                 let result = self.apply_rules(rules).await;
                 let _ = reply.send(result.map_err(|error| error.to_string()));
             }
+            Command::FetchPlan(plan, reply) => {
+                let result = self.fetch_plan(&plan).await;
+                let _ = reply.send(result.map_err(|error| error.to_string()));
+            }
             Command::SwitchLeader(leader) => self.switch_leader(leader).await,
         }
     }
 
-    /// Fetches with the state task's connection, reconnecting once if Redis
-    /// restarted since it was opened.
-    async fn fetch_plan(&mut self, plan: &FetchPlan) -> Result<FetchedValues, StreamError> {
+    /// Fetches through the source, once more if the connection failed (the
+    /// source reconnects).
+    async fn fetch_plan(&mut self, plan: &FetchPlan) -> Result<FetchedValues, SourceError> {
         match self.source.fetch_plan(plan).await {
-            Err(error) if error.is_connection_error() => {
-                self.reconnect().await?;
-                self.source.fetch_plan(plan).await
-            }
+            Err(error) if error.is_connection_error() => self.source.fetch_plan(plan).await,
             result => result,
         }
     }
 
-    /// A new connection to the leader in use, replacing one that failed.
-    async fn reconnect(&mut self) -> Result<(), StreamError> {
-        let redis_url = self.inner.leader.lock().redis_url.clone();
-        self.source = Source::connect(&redis_url, &self.inner.config.prefix).await?;
-        Ok(())
-    }
-
     /// New rules: fetch what they newly need (outside the lock), then
     /// rebuild the tree with them, keeping inodes.
-    async fn apply_rules(&mut self, rules: Rules) -> Result<(), StreamError> {
+    async fn apply_rules(&mut self, rules: Rules) -> Result<(), SourceError> {
         let started = Instant::now();
         let new_relevant = rules.relevant_properties();
         // Track the union while fetching: if the fetch fails nothing the old
@@ -500,53 +427,47 @@ impl StateTask {
         self.relevant = union;
         if !plan.is_empty() {
             let fetched = self.fetch_plan(&plan).await?;
-            let invalidations = self.inner.library.apply_batch(fetched.iter());
-            self.inner.dispatch(&invalidations);
+            let changes = self.inner.library.apply_batch_reporting(fetched.iter());
+            self.inner.publish(ChangeCause::Rules, changes).await;
         }
-        let invalidations = self.inner.library.replace_rules(Arc::new(rules));
+        let changes = self.inner.library.replace_rules_reporting(Arc::new(rules));
         self.inner
             .library
             .update(|library| library.set_relevant_properties(new_relevant.clone()));
         self.relevant = new_relevant;
-        self.inner.dispatch(&invalidations);
+        let n_invalidations = changes.invalidations.len();
+        self.inner.publish(ChangeCause::Rules, changes).await;
         tracing::info!(
             n_files = self.inner.library.read().file_count(),
-            n_invalidations = invalidations.len(),
+            n_invalidations,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "rules applied"
         );
         Ok(())
     }
 
-    /// One snapshot into a fresh projection while the old tree keeps
+    /// One rebuild into a fresh projection while the old tree keeps
     /// serving, then an atomic swap.
-    async fn resynchronise_once(&mut self) -> Result<(), StreamError> {
+    async fn resynchronise_once(&mut self) -> Result<(), SourceError> {
         self.inner.status.set_phase(Phase::Resynchronising);
         let result = self.resynchronise_attempt().await;
         self.inner.status.set_phase(Phase::Tailing);
         result
     }
 
-    async fn resynchronise_attempt(&mut self) -> Result<(), StreamError> {
+    async fn resynchronise_attempt(&mut self) -> Result<(), SourceError> {
         let mut fresh = Projection::new(self.relevant.clone());
-        let report = match self
-            .source
-            .bootstrap(&mut fresh, Strategy::Snapshot, |_| {})
-            .await
-        {
+        let report = match self.source.bootstrap(&mut fresh, &|_| {}).await {
+            // Once more: the source reconnects.
             Err(error) if error.is_connection_error() => {
-                self.reconnect().await?;
                 fresh = Projection::new(self.relevant.clone());
-                self.source
-                    .bootstrap(&mut fresh, Strategy::Snapshot, |_| {})
-                    .await?
+                self.source.bootstrap(&mut fresh, &|_| {}).await?
             }
             result => result?,
         };
         let n_files = fresh.complete_count();
-        let invalidations = self.swap_in_projection(fresh, &report);
-        self.tail.resume_from(&report.last_event_id);
-        self.publish_rebuild(&invalidations, &report);
+        let changes = self.swap_in_projection(fresh, &report);
+        Self::publish_rebuild(&self.inner, ChangeCause::Resync, changes, &report).await;
         tracing::info!(
             n_files,
             n_events = report.n_events,
@@ -559,49 +480,51 @@ impl StateTask {
     }
 
     /// Swaps in a freshly bootstrapped projection (the tree is rebuilt
-    /// beside the old one); returns what the kernel must forget, for
-    /// [`Self::publish_rebuild`] once the stream position has moved.
-    fn swap_in_projection(
-        &self,
-        mut fresh: Projection,
-        report: &BootstrapReport,
-    ) -> Vec<Invalidation> {
+    /// beside the old one); returns what changed, for
+    /// [`Self::publish_rebuild`].
+    fn swap_in_projection(&self, mut fresh: Projection, report: &BootstrapReport) -> TreeChanges {
         fresh.record_bootstrap(report.strategy_used.name(), report.elapsed);
-        self.inner.library.replace_projection(fresh)
+        self.inner.library.replace_projection_reporting(fresh)
     }
 
-    /// Announces a rebuild: invalidations go out before the new position,
-    /// so whoever waits for that position never sees a stale tree.
-    fn publish_rebuild(&self, invalidations: &[Invalidation], report: &BootstrapReport) {
-        self.inner.status.record_bootstrap(report);
-        self.inner.dispatch(invalidations);
-        self.inner
-            .applied
-            .send_replace(report.last_event_id.clone());
+    /// Announces a rebuild: the change goes out (and the kernel is told)
+    /// before the new position, so whoever waits for that position never
+    /// sees a stale tree.
+    /// (Takes the shared state alone: the task, holding the source, is not
+    /// `Sync`, so it is not borrowed across the wait.)
+    async fn publish_rebuild(
+        inner: &Inner,
+        cause: ChangeCause,
+        changes: TreeChanges,
+        report: &BootstrapReport,
+    ) {
+        inner.status.record_bootstrap(report);
+        inner.publish(cause, changes).await;
+        inner.set_applied(report.last_event_id.clone());
     }
 
     async fn resynchronise_until_done(&mut self) {
-        let mut backoff = REDIS_RETRY_FIRST_BACKOFF;
+        let mut backoff = SOURCE_RETRY_FIRST_BACKOFF;
         loop {
             match self.resynchronise_once().await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "resynchronisation failed; still serving the last good tree");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(REDIS_RETRY_MAX_BACKOFF);
+                    backoff = (backoff * 2).min(SOURCE_RETRY_MAX_BACKOFF);
                 }
             }
         }
     }
 
-    /// A new leader: rebuild from its Redis while the old tree keeps
-    /// serving, then swap the tree and the tail.
+    /// A new leader: rebuild from its source while the old tree keeps
+    /// serving, then swap the tree and the source.
     async fn switch_leader(&mut self, leader: Leader) {
         self.inner.status.set_phase(Phase::SwitchingLeader);
         let result = self.switch_leader_attempt(&leader).await;
         self.inner.status.set_phase(Phase::Tailing);
         if let Err(error) = result {
-            tracing::warn!(%error, redis_url = metafuse_leader::redact_password(&leader.redis_url), "switching to the new leader failed; retrying later, still serving the last good tree");
+            tracing::warn!(%error, source = source_location(&leader), "switching to the new leader failed; retrying later, still serving the last good tree");
             let commands = self.inner.commands.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(LEADER_RETRY_DELAY).await;
@@ -610,25 +533,23 @@ impl StateTask {
         }
     }
 
-    async fn switch_leader_attempt(&mut self, leader: &Leader) -> Result<(), StreamError> {
-        let mut source = Source::connect(&leader.redis_url, &self.inner.config.prefix).await?;
+    async fn switch_leader_attempt(&mut self, leader: &Leader) -> Result<(), SourceError> {
+        let mut source = connect_source(leader, &self.inner.config, Strategy::Auto).await?;
         let mut fresh = Projection::new(self.relevant.clone());
-        let report = source.bootstrap(&mut fresh, Strategy::Auto, |_| {}).await?;
-        let invalidations = self.swap_in_projection(fresh, &report);
-        let mut tail = source.tail(&report.last_event_id);
-        tail.set_block(self.inner.config.tail_block);
-        // The new tail's first connection counts as a reconnect of the one
-        // handle health reads.
-        tail.set_status(self.inner.tail_status.clone());
-        self.tail = tail;
+        let report = source.bootstrap(&mut fresh, &|_| {}).await?;
+        let changes = self.swap_in_projection(fresh, &report);
+        // The new source's first connection counts as a reconnect of the
+        // one handle health reads.
+        source.set_tail_status(self.inner.tail_status.clone());
+        self.inner.set_event_id_order(source.event_id_order());
         self.source = source;
         *self.inner.leader.lock() = leader.clone();
-        self.publish_rebuild(&invalidations, &report);
+        Self::publish_rebuild(&self.inner, ChangeCause::SourceSwitch, changes, &report).await;
         self.inner
             .leader_switches
             .send_modify(|switches| *switches += 1);
         tracing::info!(
-            redis_url = leader.redis_url,
+            source = self.source.describe(),
             n_files = self.inner.library.read().file_count(),
             "switched to the new leader"
         );

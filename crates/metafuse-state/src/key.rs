@@ -23,8 +23,40 @@ pub enum KeyError {
     },
 }
 
+/// The stream every MetaMesh writer appends to. It is *not* prefixed: the
+/// writers use `meta:events` whatever `REDIS_PREFIX` is (the prefix applies
+/// to `file:` keys only).
+pub const EVENTS_STREAM: &str = "meta:events";
+
+/// What follows the key prefix in every file key:
+/// `{prefix}file:{hashId}/{property}`.
+pub const FILE_KEY_PREFIX: &str = "file:";
+
 /// The hashId of the file index set (`{prefix}file:__index__`).
-pub(crate) const INDEX_HASH_ID: &str = "__index__";
+pub const INDEX_HASH_ID: &str = "__index__";
+
+/// `{prefix}file:{hashId}/{property}`.
+pub fn file_key(prefix: &str, hash_id: &str, property: &str) -> String {
+    format!("{prefix}{FILE_KEY_PREFIX}{hash_id}/{property}")
+}
+
+/// `{prefix}file:__index__`, the set of every file's hashId.
+pub fn index_key(prefix: &str) -> String {
+    format!("{prefix}{FILE_KEY_PREFIX}{INDEX_HASH_ID}")
+}
+
+/// `text` with the glob characters of Redis `SCAN MATCH` (`* ? [ ] \`)
+/// escaped, so a key prefix or property name is matched literally.
+pub fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        if matches!(character, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
+}
 
 /// Splits `{prefix}file:{hashId}/{property}` into `(hashId, property)`.
 ///
@@ -33,7 +65,7 @@ pub(crate) const INDEX_HASH_ID: &str = "__index__";
 pub fn parse_event_key<'k>(key: &'k str, prefix: &str) -> Result<(&'k str, &'k str), KeyError> {
     let Some(rest) = key
         .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix("file:"))
+        .and_then(|rest| rest.strip_prefix(FILE_KEY_PREFIX))
     else {
         return Err(KeyError::NotAFileKey {
             key: key.to_owned(),
@@ -109,6 +141,21 @@ mod tests {
             parse_event_key("file:abc/", ""),
             Err(KeyError::MissingPart { .. })
         ));
+    }
+
+    #[test]
+    fn keys_are_built_as_the_writers_name_them() {
+        assert_eq!(
+            file_key("mm:", "abc", "titles/eng"),
+            "mm:file:abc/titles/eng"
+        );
+        assert_eq!(index_key(""), "file:__index__");
+        assert_eq!(
+            parse_event_key(&file_key("p:", "a", "b/c"), "p:"),
+            Ok(("a", "b/c"))
+        );
+        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(escape_glob("mm:file:"), "mm:file:");
     }
 
     #[test]

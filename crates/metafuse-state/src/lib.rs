@@ -38,7 +38,10 @@ mod projection;
 mod record;
 mod value_bytes;
 
-pub use key::{KeyError, parse_event_key};
+pub use key::{
+    EVENTS_STREAM, FILE_KEY_PREFIX, INDEX_HASH_ID, KeyError, escape_glob, file_key, index_key,
+    parse_event_key,
+};
 pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
 pub use value_bytes::{FILE_PATH_PROPERTY, file_path_bytes, stored_value};
 

@@ -345,6 +345,7 @@ pub(crate) struct StreamId {
 }
 
 impl StreamId {
+    /// `ms-seq` (or `ms`, meaning `ms-0`); `None` for anything else.
     pub(crate) fn parse(id: &str) -> Option<Self> {
         let (millis, sequence) = id.split_once('-').unwrap_or((id, "0"));
         Some(Self {
@@ -352,6 +353,13 @@ impl StreamId {
             sequence: sequence.parse().ok()?,
         })
     }
+}
+
+/// How two stream ids order, numerically; an id that is not one sorts
+/// first, as `0-0` (the start of the stream).
+pub(crate) fn stream_id_order(left: &str, right: &str) -> Option<std::cmp::Ordering> {
+    let parse = |id| StreamId::parse(id).unwrap_or_default();
+    Some(parse(left).cmp(&parse(right)))
 }
 
 #[cfg(test)]
@@ -485,5 +493,17 @@ mod tests {
         assert!(StreamId::parse("5-10") > StreamId::parse("5-9"));
         assert_eq!(StreamId::parse("0-0"), Some(StreamId::default()));
         assert_eq!(StreamId::parse("junk"), None);
+        assert_eq!(
+            stream_id_order("1700000000000-3", "1700000000000-10"),
+            Some(std::cmp::Ordering::Less)
+        );
+        assert_eq!(
+            stream_id_order("junk", "0-0"),
+            Some(std::cmp::Ordering::Equal)
+        );
+        assert_eq!(
+            stream_id_order("2", "1-9"),
+            Some(std::cmp::Ordering::Greater)
+        );
     }
 }

@@ -53,42 +53,27 @@ impl StreamError {
                     || cause.is_connection_refusal()
                     || cause.is_timeout()
                     || cause.is_unrecoverable_error()
+                    // A Redis that just restarted answers LOADING until its
+                    // dataset is in memory: it is back, not yet usable.
+                    || cause.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
             }
             StreamError::InvalidUrl { .. } | StreamError::UnexpectedReply { .. } => false,
         }
     }
 }
 
-/// `redis://user:secret@host/` → `redis://user:***@host/`, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
+// The message is complete, so the source layer's error carries it as it is,
+// sorted by what a caller can do about it.
+impl From<StreamError> for metafuse_source::SourceError {
+    fn from(error: StreamError) -> Self {
+        let message = error.to_string();
+        if error.is_connection_error() {
+            metafuse_source::SourceError::Connection { message }
+        } else if let StreamError::InvalidUrl { .. } = error {
+            metafuse_source::SourceError::InvalidLocation { message }
+        } else {
+            metafuse_source::SourceError::Reply { message }
         }
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact_url("redis://:secret@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            redact_url("rediss://me:secret@host/"),
-            "rediss://me:***@host/"
-        );
-        assert_eq!(redact_url("redis://host/"), "redis://host/");
     }
 }

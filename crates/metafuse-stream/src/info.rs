@@ -4,13 +4,10 @@
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use metafuse_state::EVENTS_STREAM;
+
 use crate::entries::StreamId;
 use crate::error::StreamError;
-
-/// The stream every MetaMesh writer appends to. It is *not* prefixed: the
-/// writers use `meta:events` whatever `REDIS_PREFIX` is (the prefix applies
-/// to `file:` keys only).
-pub const EVENTS_STREAM: &str = "meta:events";
 
 /// What `XINFO STREAM meta:events` says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,6 +9,10 @@
 //! trip per event), nil meaning gone. Malformed entries are counted and
 //! skipped.
 //!
+//! [`RedisSource`] is this crate's [`MetadataSource`], the service's view of
+//! it; [`Source`] and [`Tail`] are the parts, for tools and benchmarks.
+//! Every Redis connection of metafuse is opened here.
+//!
 //! Keys: the `REDIS_PREFIX` applies to `file:` keys
 //! (`{prefix}file:{hashId}/{property}`, `{prefix}file:__index__`); the
 //! stream is always `meta:events`, as the writers name it.
@@ -47,22 +51,27 @@
 //! ```
 #![warn(missing_docs)]
 
+mod connect;
 mod entries;
 mod error;
 mod fetch;
 mod info;
 mod liveness;
+mod redis_source;
 mod resp;
 mod source;
 mod tail;
 
 pub use error::StreamError;
-pub use fetch::{FetchedValues, MAX_VALUE_BYTES};
-pub use info::EVENTS_STREAM;
 pub use metafuse_rules::{RelevantProperties, Rules, RulesDocument};
-pub use metafuse_state::{
-    Delta, EventCounts, FetchPlan, FetchedValue, FileRef, KeyError, Projection, Stats,
-    parse_event_key,
+pub use metafuse_source::{
+    BootstrapMethod, BootstrapReport, FetchedValues, MAX_VALUE_BYTES, MetadataSource, Phase,
+    Progress, SourceError, TailBatch, TailEvent, TailStatus, Timings,
 };
-pub use source::{BootstrapReport, Phase, Progress, Source, Strategy, Timings};
-pub use tail::{Tail, TailBatch, TailEvent, TailStatus};
+pub use metafuse_state::{
+    Delta, EVENTS_STREAM, EventCounts, FetchPlan, FetchedValue, FileRef, KeyError, Projection,
+    Stats, parse_event_key,
+};
+pub use redis_source::RedisSource;
+pub use source::{Source, Strategy};
+pub use tail::Tail;

@@ -12,7 +12,8 @@ use redis::aio::MultiplexedConnection;
 
 use crate::entries::StreamId;
 use crate::error::StreamError;
-use crate::info::{EVENTS_STREAM, StreamInfo, stream_info};
+use crate::info::{StreamInfo, stream_info};
+use metafuse_state::EVENTS_STREAM;
 
 /// Added to the `XREAD BLOCK` time to get the blocking connection's
 /// response timeout. Redis answers a timed-out `XREAD` within a millisecond

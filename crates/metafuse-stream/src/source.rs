@@ -5,17 +5,22 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashSet;
 use metafuse_rules::RelevantProperties;
-use metafuse_state::{EventCounts, FetchPlan, Projection};
+use metafuse_source::{BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, Timings};
+use metafuse_state::{
+    EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, file_key,
+    index_key,
+};
+use redis::Value;
 use redis::aio::ConnectionLike;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
+use crate::connect::{BulkConnection, Connector};
 use crate::entries::{EntryBatch, RelevanceCache, RelevantKey, decode_entry, last_entry_id};
-use crate::error::{StreamError, redact_url};
-use crate::fetch::{FetchedValues, fetch_values, fetch_values_raw};
-use crate::info::{EVENTS_STREAM, StreamInfo, stream_info};
-use crate::resp::{Frame, RespConnection, Short, server_error};
+use crate::error::StreamError;
+use crate::fetch::fetch_values;
+use crate::info::{StreamInfo, stream_info};
+use crate::resp::{Frame, Short, server_error};
 use crate::tail::Tail;
 
 /// Entries per `XRANGE` page. Redis itself bounds a replay (its `XRANGE`
@@ -60,6 +65,23 @@ impl Strategy {
     }
 }
 
+impl From<Strategy> for BootstrapMethod {
+    /// `Auto` is a request, never a method used; it stands for a replay.
+    fn from(strategy: Strategy) -> Self {
+        match strategy {
+            Strategy::Snapshot => BootstrapMethod::SNAPSHOT,
+            Strategy::Replay | Strategy::Auto => BootstrapMethod::REPLAY,
+        }
+    }
+}
+
+// So a report's method compares with the strategy asked for.
+impl PartialEq<Strategy> for BootstrapMethod {
+    fn eq(&self, strategy: &Strategy) -> bool {
+        *strategy != Strategy::Auto && *self == BootstrapMethod::from(*strategy)
+    }
+}
+
 impl std::str::FromStr for Strategy {
     type Err = String;
 
@@ -75,69 +97,12 @@ impl std::str::FromStr for Strategy {
     }
 }
 
-/// Which part of the bootstrap is running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Replaying the stream (`done`/`total` = entries).
-    Replay,
-    /// Fetching every relevant property (`done`/`total` = files).
-    Snapshot,
-    /// Reading the entries appended since the snapshot began.
-    CatchUp,
-}
-
-/// Bootstrap progress, for a progress bar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// What is running.
-    pub phase: Phase,
-    /// Units done so far.
-    pub done: u64,
-    /// Units expected (an estimate: writers keep writing).
-    pub total: u64,
-}
-
-/// Where the time went.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Timings {
-    /// Inspecting the stream and choosing a strategy.
-    pub decide: Duration,
-    /// The replay or the snapshot proper.
-    pub load: Duration,
-    /// Catching up with entries appended meanwhile (snapshot only).
-    pub catch_up: Duration,
-}
-
-/// What a bootstrap did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BootstrapReport {
-    /// `Replay` or `Snapshot` (never `Auto`).
-    pub strategy_used: Strategy,
-    /// Why that strategy was used.
-    pub reason: String,
-    /// The last stream id reflected: tail from here.
-    pub last_event_id: String,
-    /// Stream entries read.
-    pub n_events: u64,
-    /// Values fetched.
-    pub n_fetched: u64,
-    /// Entries skipped as not relevant.
-    pub n_skipped: u64,
-    /// Malformed entries and values skipped.
-    pub n_malformed: u64,
-    /// Where the time went.
-    pub timings: Timings,
-    /// Total time to ready.
-    pub elapsed: Duration,
-}
-
 /// A Redis holding a MetaMesh library.
 #[derive(Clone)]
 pub struct Source {
-    client: redis::Client,
+    connector: Connector,
     connection: MultiplexedConnection,
     prefix: String,
-    url: String,
     scan_nested: bool,
 }
 
@@ -145,7 +110,7 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Source")
-            .field("url", &self.url)
+            .field("url", &self.connector.redacted_url())
             .field("prefix", &self.prefix)
             .finish()
     }
@@ -156,17 +121,12 @@ impl Source {
     /// `prefix` (`REDIS_PREFIX`) is put before every `file:` key; the stream
     /// key is always `meta:events`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StreamError> {
-        let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|cause| StreamError::InvalidUrl {
-            url: redacted.clone(),
-            cause,
-        })?;
-        let connection = open_connection(&client, &redacted).await?;
+        let connector = Connector::new(url)?;
+        let connection = connector.multiplexed(Some(RESPONSE_TIMEOUT)).await?;
         Ok(Self {
-            client,
+            connector,
             connection,
             prefix: prefix.to_owned(),
-            url: redacted,
             scan_nested: false,
         })
     }
@@ -187,7 +147,7 @@ impl Source {
             .and_then(|ping| ping.map_err(|error| error.to_string()))
         {
             tracing::debug!(%error, "redis connection is dead; reconnecting");
-            self.connection = open_connection(&self.client, &self.url).await?;
+            self.connection = self.connector.multiplexed(Some(RESPONSE_TIMEOUT)).await?;
         }
         Ok(())
     }
@@ -201,6 +161,12 @@ impl Source {
         self.scan_nested = scan_nested;
     }
 
+    /// The state connection, checked alive (reconnected if Redis restarted).
+    pub(crate) async fn connection(&mut self) -> Result<MultiplexedConnection, StreamError> {
+        self.ensure_connected().await?;
+        Ok(self.connection.clone())
+    }
+
     /// The key prefix of `file:` keys.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -208,13 +174,13 @@ impl Source {
 
     /// The URL, password redacted.
     pub fn url(&self) -> &str {
-        &self.url
+        self.connector.redacted_url()
     }
 
     /// A live tail of the stream after `last_event_id`, on its own
     /// connections.
     pub fn tail(&self, last_event_id: &str) -> Tail {
-        Tail::new(self.client.clone(), &self.prefix, last_event_id)
+        Tail::new(self.connector.clone(), &self.prefix, last_event_id)
     }
 
     /// Rebuilds `projection` (normally empty) from Redis and returns where
@@ -273,7 +239,7 @@ impl Source {
         projection.record_bootstrap(strategy_used.name(), elapsed);
         let after = projection.stats();
         Ok(BootstrapReport {
-            strategy_used,
+            strategy_used: strategy_used.into(),
             reason,
             last_event_id,
             n_events: totals.counts.n_events,
@@ -305,7 +271,7 @@ impl Source {
             tracing::warn!("redis < 7 cannot tell whether meta:events was trimmed; replaying it");
         }
         let n_indexed: u64 = redis::cmd("SCARD")
-            .arg(self.index_key())
+            .arg(index_key(&self.prefix))
             .query_async(&mut self.connection)
             .await
             .map_err(StreamError::command("SCARD file:__index__"))?;
@@ -325,10 +291,6 @@ impl Source {
         ))
     }
 
-    fn index_key(&self) -> String {
-        format!("{}file:__index__", self.prefix)
-    }
-
     /// Replays every entry after `after` (exclusive) up to the current end:
     /// a reader task decodes pages, a fetcher task runs the `MGET`s, and this
     /// task applies, so reading, fetching and applying overlap.
@@ -343,8 +305,8 @@ impl Source {
         let (batch_sender, batch_receiver) = mpsc::channel(4);
         // A connection of its own, so that decoding stream pages and decoding
         // MGET replies run on different threads.
-        let reader_connection = open_bulk_connection(&self.client, &self.url).await?;
-        let fetch_connection = open_bulk_connection(&self.client, &self.url).await?;
+        let reader_connection = self.connector.bulk(RESPONSE_TIMEOUT).await?;
+        let fetch_connection = self.connector.bulk(RESPONSE_TIMEOUT).await?;
         let reader = tokio::spawn(read_stream(
             reader_connection,
             self.prefix.clone(),
@@ -400,7 +362,7 @@ impl Source {
                 for hash_id in files {
                     for name in &exact_names {
                         if let Ok(key) =
-                            RelevantKey::parse(format!("{prefix}file:{hash_id}/{name}"), &prefix)
+                            RelevantKey::parse(file_key(&prefix, hash_id, name), &prefix)
                         {
                             keys.push(key);
                         }
@@ -425,8 +387,8 @@ impl Source {
         });
         let mut done_files = 0u64;
         let connections = vec![
-            open_bulk_connection(&self.client, &self.url).await?,
-            open_bulk_connection(&self.client, &self.url).await?,
+            self.connector.bulk(RESPONSE_TIMEOUT).await?,
+            self.connector.bulk(RESPONSE_TIMEOUT).await?,
         ];
         let mut totals = fetch_and_apply(connections, batch_receiver, projection, |_, _| {
             done_files = (done_files + FILES_PER_SNAPSHOT_BATCH as u64).min(total);
@@ -454,38 +416,15 @@ impl Source {
     }
 
     async fn indexed_hash_ids(&mut self) -> Result<Vec<String>, StreamError> {
-        let mut cursor = 0u64;
-        let mut hash_ids = Vec::new();
-        loop {
-            let (next, members): (u64, Vec<Vec<u8>>) = redis::cmd("SSCAN")
-                .arg(self.index_key())
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut self.connection)
-                .await
-                .map_err(StreamError::command("SSCAN file:__index__"))?;
-            hash_ids.extend(
-                members
-                    .into_iter()
-                    .filter_map(|member| String::from_utf8(member).ok()),
-            );
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        // SSCAN may return a member twice.
-        let mut seen = HashSet::with_capacity(hash_ids.len());
-        hash_ids.retain(|hash_id| {
-            !hash_id.contains('/') && !hash_id.is_empty() && seen.insert(hash_id.clone())
-        });
+        let index_key = index_key(&self.prefix);
+        let mut hash_ids = scan(&mut self.connection, Scan::SetMembers(&index_key)).await?;
+        hash_ids.retain(|hash_id| !hash_id.contains('/') && !hash_id.is_empty());
         Ok(hash_ids)
     }
 
     async fn scanned_hash_ids(&mut self) -> Result<Vec<String>, StreamError> {
-        let pattern = format!("{}file:*", escape_glob(&self.prefix));
-        let keys = scan_keys(&mut self.connection, &pattern).await?;
+        let pattern = format!("{}{FILE_KEY_PREFIX}*", escape_glob(&self.prefix));
+        let keys = scan(&mut self.connection, Scan::Keys(&pattern)).await?;
         let mut seen = HashSet::new();
         Ok(keys
             .into_iter()
@@ -510,11 +449,11 @@ impl Source {
         }
         for name in &plan.nested_prefixes {
             let pattern = format!(
-                "{}file:*/{}/*",
+                "{}{FILE_KEY_PREFIX}*/{}/*",
                 escape_glob(&self.prefix),
                 escape_glob(name)
             );
-            let keys: Vec<RelevantKey> = scan_keys(&mut self.connection, &pattern)
+            let keys: Vec<RelevantKey> = scan(&mut self.connection, Scan::Keys(&pattern))
                 .await?
                 .into_iter()
                 .filter_map(|key| RelevantKey::parse(key, &self.prefix).ok())
@@ -526,52 +465,9 @@ impl Source {
     }
 }
 
-async fn open_connection(
-    client: &redis::Client,
-    redacted_url: &str,
-) -> Result<MultiplexedConnection, StreamError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(crate::liveness::CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|cause| StreamError::Connect {
-            url: redacted_url.to_owned(),
-            cause,
-        })
-}
-
-/// A connection for the bulk reads of a bootstrap: a raw RESP one where
-/// possible (decoding stream pages and values straight from the socket
-/// buffer is several times cheaper), the redis crate's for TLS.
-enum BulkConnection {
-    Raw(RespConnection),
-    Multiplexed(MultiplexedConnection),
-}
-
-async fn open_bulk_connection(
-    client: &redis::Client,
-    redacted_url: &str,
-) -> Result<BulkConnection, StreamError> {
-    let raw = RespConnection::open(client, RESPONSE_TIMEOUT)
-        .await
-        .map_err(|cause| StreamError::Connect {
-            url: redacted_url.to_owned(),
-            cause,
-        })?;
-    Ok(match raw {
-        Some(raw) => BulkConnection::Raw(raw),
-        None => BulkConnection::Multiplexed(open_connection(client, redacted_url).await?),
-    })
-}
-
 impl BulkConnection {
     async fn fetch(&mut self, keys: Vec<RelevantKey>) -> Result<FetchedValues, StreamError> {
-        match self {
-            BulkConnection::Raw(connection) => fetch_values_raw(connection, keys).await,
-            BulkConnection::Multiplexed(connection) => fetch_values(connection, keys).await,
-        }
+        fetch_values(self, keys).await
     }
 
     /// Reads the page of `XRANGE meta:events (after + COUNT n` into `batch`
@@ -663,48 +559,59 @@ fn snapshot_names(relevant: &RelevantProperties) -> Vec<String> {
     names
 }
 
-/// `SCAN MATCH` treats `* ? [ ] \` specially; a prefix is literal.
-fn escape_glob(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        if matches!(character, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(character);
-    }
-    escaped
+/// What to walk with a cursor.
+#[derive(Clone, Copy, Debug)]
+enum Scan<'a> {
+    /// `SCAN MATCH pattern`: the keys matching a glob pattern.
+    Keys(&'a str),
+    /// `SSCAN key`: the members of a set.
+    SetMembers(&'a str),
 }
 
-async fn scan_keys(
+/// Every key or member the walk finds, once each (a walk may return one
+/// twice); names that are not UTF-8 are no file keys and are left out.
+async fn scan(
     connection: &mut MultiplexedConnection,
-    pattern: &str,
+    what: Scan<'_>,
 ) -> Result<Vec<String>, StreamError> {
+    let operation = match what {
+        Scan::Keys(_) => "SCAN",
+        Scan::SetMembers(_) => "SSCAN file:__index__",
+    };
     let mut cursor = 0u64;
-    let mut keys = Vec::new();
+    let mut found = Vec::new();
     loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
+        let mut command = match what {
+            Scan::Keys(pattern) => {
+                let mut command = redis::cmd("SCAN");
+                command.arg(cursor).arg("MATCH").arg(pattern);
+                command
+            }
+            Scan::SetMembers(key) => {
+                let mut command = redis::cmd("SSCAN");
+                command.arg(key).arg(cursor);
+                command
+            }
+        };
+        let (next, batch): (u64, Vec<Vec<u8>>) = command
             .arg("COUNT")
             .arg(SCAN_COUNT)
             .query_async(connection)
             .await
-            .map_err(StreamError::command("SCAN"))?;
-        keys.extend(
+            .map_err(StreamError::command(operation))?;
+        found.extend(
             batch
                 .into_iter()
-                .filter_map(|key| String::from_utf8(key).ok()),
+                .filter_map(|name| String::from_utf8(name).ok()),
         );
         if next == 0 {
             break;
         }
         cursor = next;
     }
-    // SCAN may return a key twice.
-    let mut seen = HashSet::with_capacity(keys.len());
-    keys.retain(|key| seen.insert(key.clone()));
-    Ok(keys)
+    let mut seen = HashSet::with_capacity(found.len());
+    found.retain(|name| seen.insert(name.clone()));
+    Ok(found)
 }
 
 /// Nested keys (`file:{id}/a/b`) whose property is relevant but is not one
@@ -716,8 +623,8 @@ async fn scan_nested_keys(
     mut relevance: RelevanceCache,
     exact_names: HashSet<String>,
 ) -> Result<Vec<RelevantKey>, StreamError> {
-    let pattern = format!("{}file:*/*/*", escape_glob(&prefix));
-    let keys = scan_keys(&mut connection, &pattern).await?;
+    let pattern = format!("{}{FILE_KEY_PREFIX}*/*/*", escape_glob(&prefix));
+    let keys = scan(&mut connection, Scan::Keys(&pattern)).await?;
     Ok(keys
         .into_iter()
         .filter_map(|key| RelevantKey::parse(key, &prefix).ok())
@@ -844,7 +751,8 @@ async fn fetch_and_apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MAX_VALUE_BYTES;
+    use crate::resp::RespConnection;
+    use metafuse_source::MAX_VALUE_BYTES;
     use metafuse_testkit::{RedisServer, Writer};
 
     /// What one page and its values come to, comparable across decoders.
@@ -934,7 +842,11 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let multiplexed = open_connection(&client, "test").await.unwrap();
+        let multiplexed = Connector::new(&server.url())
+            .unwrap()
+            .multiplexed(Some(RESPONSE_TIMEOUT))
+            .await
+            .unwrap();
         let from_raw = read_and_fetch(BulkConnection::Raw(raw), "p:").await;
         let from_multiplexed = read_and_fetch(BulkConnection::Multiplexed(multiplexed), "p:").await;
         assert_eq!(from_raw, from_multiplexed);

@@ -3,23 +3,21 @@
 //! reconnect and every idle read verifies that the peer answers and that the
 //! stream still leads on from our position (`liveness`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use metafuse_rules::RelevantProperties;
-use metafuse_state::{EventCounts, FetchedValue};
+use metafuse_source::{NOT_CONNECTED_YET, TailBatch, TailEvent, TailStatus};
+use metafuse_state::{EVENTS_STREAM, EventCounts};
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 
+use crate::connect::Connector;
 use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
-use crate::fetch::{FetchedValues, fetch_values};
-use crate::info::{EVENTS_STREAM, StreamInfo, stream_info};
-use crate::liveness::timed_out;
+use crate::fetch::fetch_values;
+use crate::info::{StreamInfo, stream_info};
 use crate::liveness::{
-    CONNECT_TIMEOUT, Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe,
-    stream_continuity, with_keepalive,
+    Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe, stream_continuity, timed_out,
 };
 
 /// Entries per `XREAD`.
@@ -31,199 +29,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Fetch replies are small; a stalled server must not hang the tail.
 const FETCH_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One batch of the tail: the current values of the relevant keys that
-/// changed, fetched outside any lock of the caller.
-#[derive(Clone, Debug, Default)]
-pub struct TailBatch {
-    /// The fetched values.
-    pub values: FetchedValues,
-    /// The id of the last entry read (the tail's new position).
-    pub last_event_id: String,
-    /// Entries read, skipped and malformed in this batch.
-    pub counts: EventCounts,
-}
-
-impl TailBatch {
-    /// The values, ready for `Projection::apply_batch`.
-    pub fn fetched(&self) -> impl Iterator<Item = FetchedValue<'_>> {
-        self.values.iter()
-    }
-}
-
-/// What the tail saw next.
-#[derive(Clone, Debug)]
-pub enum TailEvent {
-    /// New entries: apply the values, then record the counts and id.
-    Batch(TailBatch),
-    /// The stream no longer holds every entry after our position (trimmed,
-    /// or Redis came back without it): rebuild by snapshot into a fresh
-    /// projection, then [`Tail::resume_from`] its last id.
-    Resync {
-        /// Our position when the gap was detected.
-        last_event_id: String,
-    },
-}
-
-/// What a [`Tail`] reports about itself, readable from any thread without
-/// touching the tail: a cheap clone of shared atomics.
-///
-/// Obtained with [`Tail::status`]; a later tail (after a leader switch) can
-/// report into the same handle with [`Tail::set_status`], so its readers keep
-/// one handle and the counters continue.
-#[derive(Clone, Debug, Default)]
-pub struct TailStatus {
-    shared: Arc<SharedTailStatus>,
-}
-
-#[derive(Debug)]
-struct SharedTailStatus {
-    connected: AtomicBool,
-    /// Connections opened by the tails reporting here (the first is no reconnect).
-    connections: AtomicU64,
-    /// Unix milliseconds of the last entry read; 0 until one was.
-    last_entry_at_ms: AtomicU64,
-    /// [`UNKNOWN_LAG`] until the tail has seen where the stream ends.
-    lag_entries: AtomicU64,
-    /// Why the tail is not verified live, `None` while it is: set on every
-    /// connection loss, timeout and broken stream, cleared by a read or an
-    /// idle verification that succeeded.
-    not_live_reason: Mutex<Option<String>>,
-    /// Bumped on every change of `connected` or `not_live_reason`, so
-    /// waiters ([`TailStatus::wait_for`]) need not poll.
-    changes: tokio::sync::watch::Sender<u64>,
-}
-
-/// Stands for "not known" in [`SharedTailStatus::lag_entries`].
-const UNKNOWN_LAG: u64 = u64::MAX;
-
-impl Default for SharedTailStatus {
-    fn default() -> Self {
-        SharedTailStatus {
-            connected: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
-            last_entry_at_ms: AtomicU64::new(0),
-            lag_entries: AtomicU64::new(UNKNOWN_LAG),
-            not_live_reason: Mutex::new(Some(NOT_CONNECTED_YET.to_owned())),
-            changes: tokio::sync::watch::Sender::new(0),
-        }
-    }
-}
-
-const NOT_CONNECTED_YET: &str = "the tail has not reached redis yet";
-
-impl TailStatus {
-    /// Whether the tail holds a working connection to Redis (false before
-    /// its first read and while it retries after a loss).
-    pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Relaxed)
-    }
-
-    /// Connections re-established after the first one (connection losses
-    /// recovered, plus tails that took over this handle).
-    pub fn reconnects(&self) -> u64 {
-        self.shared
-            .connections
-            .load(Ordering::Relaxed)
-            .saturating_sub(1)
-    }
-
-    /// When the tail last read stream entries, if it has.
-    pub fn last_entry_at(&self) -> Option<SystemTime> {
-        match self.shared.last_entry_at_ms.load(Ordering::Relaxed) {
-            0 => None,
-            milliseconds => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(milliseconds)),
-        }
-    }
-
-    /// Stream entries after the tail's position when it last looked at the
-    /// stream (`XINFO STREAM` after every read). Counted from the stream's
-    /// `entries-added` (Redis >= 7), so it is `None` until the tail has once
-    /// caught up with the stream's end; 0 whenever it is caught up.
-    pub fn lag_entries(&self) -> Option<u64> {
-        match self.shared.lag_entries.load(Ordering::Relaxed) {
-            UNKNOWN_LAG => None,
-            lag => Some(lag),
-        }
-    }
-
-    /// Why the tail is not verified live (disconnected, the peer stopped
-    /// answering, the stream lost entries after our position and a
-    /// resynchronisation is due), or `None` while it is: connected, and the
-    /// last read or idle verification (at least once per block time)
-    /// succeeded.
-    pub fn not_live_reason(&self) -> Option<String> {
-        self.shared
-            .not_live_reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Waits until `condition` holds for this status (checked now and after
-    /// every change of the connection or liveness).
-    pub async fn wait_for(&self, mut condition: impl FnMut(&TailStatus) -> bool) {
-        let mut changes = self.shared.changes.subscribe();
-        loop {
-            if condition(self) {
-                return;
-            }
-            // The sender lives in `shared`, which we hold: this cannot fail.
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// A receiver that sees every later change of the connection or
-    /// liveness (for waiting on several things at once).
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.changes.subscribe()
-    }
-
-    fn set_connected(&self, connected: bool) {
-        self.shared.connected.store(connected, Ordering::Relaxed);
-        self.shared.changes.send_modify(|changes| *changes += 1);
-    }
-
-    /// Verified live (`None`) or not (`Some(reason)`); notifies waiters on a
-    /// change only.
-    fn set_not_live(&self, reason: Option<String>) {
-        let mut current = self
-            .shared
-            .not_live_reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *current != reason {
-            *current = reason;
-            drop(current);
-            self.shared.changes.send_modify(|changes| *changes += 1);
-        }
-    }
-
-    fn record_connection(&self) {
-        self.shared.connections.fetch_add(1, Ordering::Relaxed);
-        self.set_connected(true);
-    }
-
-    fn record_entries_read(&self) {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(1, |since_epoch| since_epoch.as_millis().max(1) as u64);
-        self.shared
-            .last_entry_at_ms
-            .store(now_ms, Ordering::Relaxed);
-    }
-
-    fn set_lag_entries(&self, lag: Option<u64>) {
-        self.shared
-            .lag_entries
-            .store(lag.unwrap_or(UNKNOWN_LAG), Ordering::Relaxed);
-    }
-}
-
 /// Follows `meta:events` after a position (see `Source::tail`).
 pub struct Tail {
-    client: redis::Client,
+    connector: Connector,
     prefix: String,
     last_event_id: String,
     block: Duration,
@@ -253,9 +61,9 @@ impl std::fmt::Debug for Tail {
 }
 
 impl Tail {
-    pub(crate) fn new(client: redis::Client, prefix: &str, last_event_id: &str) -> Self {
+    pub(crate) fn new(connector: Connector, prefix: &str, last_event_id: &str) -> Self {
         Self {
-            client: with_keepalive(&client),
+            connector,
             prefix: prefix.to_owned(),
             last_event_id: last_event_id.to_owned(),
             block: DEFAULT_BLOCK,
@@ -375,28 +183,17 @@ impl Tail {
         self.block + RESPONSE_MARGIN
     }
 
-    /// Opens both connections.
+    /// Opens both connections: the blocking one times out a little after
+    /// the block time, the fetch one after [`FETCH_RESPONSE_TIMEOUT`].
     async fn connect(&mut self) -> Result<(), StreamError> {
-        let blocking = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(self.read_response_timeout()));
-        let fetching = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(FETCH_RESPONSE_TIMEOUT));
-        let connect = |cause| StreamError::Connect {
-            url: "the tail's redis".to_owned(),
-            cause,
-        };
         let read = self
-            .client
-            .get_multiplexed_async_connection_with_config(&blocking)
-            .await
-            .map_err(connect)?;
+            .connector
+            .multiplexed(Some(self.read_response_timeout()))
+            .await?;
         let fetch = self
-            .client
-            .get_multiplexed_async_connection_with_config(&fetching)
-            .await
-            .map_err(connect)?;
+            .connector
+            .multiplexed(Some(FETCH_RESPONSE_TIMEOUT))
+            .await?;
         self.read_connection = Some(read);
         self.fetch_connection = Some(fetch);
         Ok(())

@@ -12,8 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::Writer;
 
-/// The stream every writer appends to.
-pub const EVENTS_STREAM: &str = "meta:events";
+pub use metafuse_state::EVENTS_STREAM;
 
 /// How to generate a library.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::library::EVENTS_STREAM;
+use metafuse_state::{EVENTS_STREAM, FILE_KEY_PREFIX, escape_glob};
 
 /// Every file's properties: hashId → property → value.
 pub type Files = BTreeMap<String, BTreeMap<String, String>>;
@@ -74,11 +74,11 @@ impl<'connection> Writer<'connection> {
 
     /// The key of a file property: `{prefix}file:{hash_id}/{property}`.
     pub fn key(&self, hash_id: &str, property: &str) -> String {
-        format!("{}file:{hash_id}/{property}", self.prefix)
+        metafuse_state::file_key(&self.prefix, hash_id, property)
     }
 
     fn index_key(&self) -> String {
-        format!("{}file:__index__", self.prefix)
+        metafuse_state::index_key(&self.prefix)
     }
 
     /// Sets a property (`""` is how writers store null): `SET`, `SADD` to
@@ -184,7 +184,7 @@ impl<'connection> Writer<'connection> {
 /// found by `SCAN`, not through the index, so files missing from the index
 /// are counted too. Files without a non-empty property are absent.
 pub fn read_truth(connection: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Files> {
-    let file_prefix = format!("{prefix}file:");
+    let file_prefix = format!("{prefix}{FILE_KEY_PREFIX}");
     let pattern = format!("{}*", escape_glob(&file_prefix));
     let keys: Vec<String> = redis::cmd("SCAN")
         .cursor_arg(0)
@@ -215,18 +215,6 @@ pub fn read_truth(connection: &mut redis::Connection, prefix: &str) -> redis::Re
         }
     }
     Ok(files)
-}
-
-/// `text` with the glob characters of `SCAN MATCH` escaped.
-fn escape_glob(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        if matches!(character, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(character);
-    }
-    escaped
 }
 
 #[cfg(test)]

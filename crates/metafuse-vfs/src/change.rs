@@ -5,6 +5,13 @@
 //! directory can no longer be resolved from its inode once it is gone, so
 //! the path is recorded when the change happens.
 
+use std::collections::BTreeSet;
+
+use hashbrown::{HashMap, HashSet};
+
+use crate::names::split_rendered_path;
+use crate::tree::{Invalidation, ROOT_INODE, Tree};
+
 /// What happened at one virtual path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PathChangeKind {
@@ -59,4 +66,375 @@ pub struct ChangeBatch {
     pub cause: ChangeCause,
     /// Every path that changed (directories included), in no promised order.
     pub changes: Vec<PathChange>,
+    /// What the kernel must forget for this change, in inode terms.
+    pub invalidations: Vec<Invalidation>,
+    /// Position of this batch in the feed (1, 2, 3, ...): a gap tells a
+    /// subscriber it missed batches.
+    pub sequence: u64,
+}
+
+/// What one update of the tree did: what the kernel must forget, and which
+/// virtual paths changed (for the change feed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreeChanges {
+    /// Kernel invalidations, in inode terms.
+    pub invalidations: Vec<Invalidation>,
+    /// Changed virtual paths, directories included, in path order.
+    pub paths: Vec<PathChange>,
+}
+
+impl TreeChanges {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.invalidations.is_empty() && self.paths.is_empty()
+    }
+}
+
+/// `/a/b` → `a/b`, `/` → `` (the feed's paths are relative to the root).
+fn relative(path: &str) -> String {
+    path.trim_start_matches('/').to_owned()
+}
+
+/// `parent` joined with `name`, both in the tree's absolute form.
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// The paths a live batch may touch, and what was at each before the tree
+/// changed: recorded before the change, so a directory the change removes
+/// is still known by its path.
+#[derive(Debug, Default)]
+pub(crate) struct PathsBefore {
+    /// Absolute path → `Some(is_directory)` if something was there, `None`
+    /// if nothing was.
+    states: HashMap<String, Option<bool>>,
+    /// The files of the batch, by hashId.
+    hash_ids: Vec<String>,
+}
+
+impl PathsBefore {
+    /// Notes file `hash_id` before the tree changes: where it is now (and
+    /// its directories), and where the rules will put it (`rendered`).
+    pub(crate) fn note_file(&mut self, tree: &Tree, hash_id: &str, rendered: Option<&str>) {
+        self.hash_ids.push(hash_id.to_owned());
+        if let Some(path) = tree
+            .file_by_hash(hash_id)
+            .and_then(|node| tree.path_of(node.ino()))
+        {
+            let mut end = path.len();
+            let mut is_directory = false;
+            while end > 0 {
+                self.states
+                    .entry(path[..end].to_owned())
+                    .or_insert(Some(is_directory));
+                is_directory = true;
+                end = path[..end].rfind('/').unwrap_or(0);
+            }
+        }
+        if let Some(rendered) = rendered {
+            let (directories, name) = split_rendered_path(rendered, hash_id);
+            let mut path = String::new();
+            for component in directories.iter().chain([&name]) {
+                path.push('/');
+                path.push_str(component);
+                self.states
+                    .entry(path.clone())
+                    .or_insert_with(|| tree.resolve(&path).map(|node| node.is_directory()));
+            }
+        }
+    }
+
+    /// What changed, now that `tree` has been updated with `invalidations`.
+    pub(crate) fn changes(self, tree: &Tree, invalidations: &[Invalidation]) -> Vec<PathChange> {
+        // Entries and inodes the tree reported, located in the new tree; an
+        // entry whose directory is gone belongs to a removed directory,
+        // whose path is among `states`.
+        let mut entry_paths = HashSet::new();
+        let mut inode_paths = HashSet::new();
+        for invalidation in invalidations {
+            match invalidation {
+                Invalidation::Entry { parent, name } => {
+                    if let Some(parent_path) = tree.path_of(*parent) {
+                        entry_paths.insert(join(&parent_path, name));
+                    }
+                }
+                Invalidation::Inode { ino } => {
+                    if let Some(path) = tree.path_of(*ino) {
+                        inode_paths.insert(path);
+                    }
+                }
+            }
+        }
+        let file_paths_after: HashSet<String> = self
+            .hash_ids
+            .iter()
+            .filter_map(|hash_id| tree.path_of(tree.file_by_hash(hash_id)?.ino()))
+            .collect();
+        let candidates: BTreeSet<&String> = self
+            .states
+            .keys()
+            .chain(&entry_paths)
+            .chain(&inode_paths)
+            .chain(&file_paths_after)
+            .collect();
+        let mut changes = Vec::new();
+        for path in candidates {
+            let appeared = entry_paths.contains(path) || file_paths_after.contains(path);
+            let touched = appeared || inode_paths.contains(path);
+            let after = tree.resolve(path).map(|node| node.is_directory());
+            let kind = match (self.states.get(path), after) {
+                (Some(Some(_)), Some(_)) if touched => PathChangeKind::Changed,
+                (Some(Some(was_directory)), None) => {
+                    changes.push(PathChange {
+                        kind: PathChangeKind::Removed,
+                        path: relative(path),
+                        is_directory: *was_directory,
+                    });
+                    continue;
+                }
+                (Some(None), Some(_)) => PathChangeKind::Added,
+                (None, Some(_)) if appeared => PathChangeKind::Added,
+                (None, Some(_)) if touched => PathChangeKind::Changed,
+                (None, None) if entry_paths.contains(path) => {
+                    changes.push(PathChange {
+                        kind: PathChangeKind::Removed,
+                        path: relative(path),
+                        is_directory: false,
+                    });
+                    continue;
+                }
+                _ => continue,
+            };
+            changes.push(PathChange {
+                kind,
+                path: relative(path),
+                is_directory: after.unwrap_or(false),
+            });
+        }
+        changes
+    }
+}
+
+/// Every path of `tree` but the root: absolute path → (inode, is directory).
+fn every_path(tree: &Tree) -> HashMap<String, (u64, bool)> {
+    let mut paths = HashMap::new();
+    let mut pending = vec![(ROOT_INODE, String::new())];
+    while let Some((directory, path)) = pending.pop() {
+        let Some(children) = tree.children(directory) else {
+            continue;
+        };
+        for child in children {
+            let child_path = format!("{path}/{}", child.name());
+            if child.is_directory() {
+                pending.push((child.ino(), child_path.clone()));
+            }
+            paths.insert(child_path, (child.ino(), child.is_directory()));
+        }
+    }
+    paths
+}
+
+/// What changed between two whole trees (a swap: new rules, a
+/// resynchronisation, another source), given the invalidations the new
+/// tree's build reported against the old one.
+pub(crate) fn diff_trees(
+    old: &Tree,
+    new: &Tree,
+    invalidations: &[Invalidation],
+) -> Vec<PathChange> {
+    let before = every_path(old);
+    let after = every_path(new);
+    let stale_inodes: HashSet<u64> = invalidations
+        .iter()
+        .filter_map(|invalidation| match invalidation {
+            Invalidation::Inode { ino } => Some(*ino),
+            Invalidation::Entry { .. } => None,
+        })
+        .collect();
+    let mut changes: Vec<PathChange> = Vec::new();
+    for (path, &(ino, is_directory)) in &after {
+        let kind = match before.get(path) {
+            None => PathChangeKind::Added,
+            Some(&(old_ino, was_directory)) => {
+                if old_ino == ino && was_directory == is_directory && !stale_inodes.contains(&ino) {
+                    continue;
+                }
+                PathChangeKind::Changed
+            }
+        };
+        changes.push(PathChange {
+            kind,
+            path: relative(path),
+            is_directory,
+        });
+    }
+    for (path, &(_, was_directory)) in &before {
+        if !after.contains_key(path) {
+            changes.push(PathChange {
+                kind: PathChangeKind::Removed,
+                path: relative(path),
+                is_directory: was_directory,
+            });
+        }
+    }
+    changes.sort_by(|left, right| left.path.cmp(&right.path));
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use metafuse_rules::Rules;
+    use metafuse_state::FetchedValue;
+
+    use super::*;
+    use crate::{Library, SharedLibrary};
+
+    fn value<'v>(hash_id: &'v str, property: &'v str, value: Option<&'v str>) -> FetchedValue<'v> {
+        FetchedValue {
+            hash_id,
+            property,
+            value,
+        }
+    }
+
+    fn episode<'v>(hash_id: &'v str, title: &'v str, episode: &'v str) -> Vec<FetchedValue<'v>> {
+        vec![
+            value(hash_id, "filePath", Some("incoming/x.mkv")),
+            value(hash_id, "title", Some(title)),
+            value(hash_id, "season", Some("1")),
+            value(hash_id, "episode", Some(episode)),
+        ]
+    }
+
+    fn preset(name: &str) -> Arc<Rules> {
+        Arc::new(Rules::preset(name).expect("preset"))
+    }
+
+    fn change(kind: PathChangeKind, path: &str, is_directory: bool) -> PathChange {
+        PathChange {
+            kind,
+            path: path.to_owned(),
+            is_directory,
+        }
+    }
+
+    /// Every expected change is reported, and nothing is reported twice.
+    fn assert_reports(changes: &TreeChanges, expected: &[PathChange]) {
+        let missing: Vec<&PathChange> = expected
+            .iter()
+            .filter(|wanted| !changes.paths.contains(wanted))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "missing {missing:?} in {:?}",
+            changes.paths
+        );
+        let unique: HashSet<&String> = changes.paths.iter().map(|change| &change.path).collect();
+        assert_eq!(unique.len(), changes.paths.len(), "{:?}", changes.paths);
+    }
+
+    #[test]
+    fn live_batches_report_added_moved_and_removed_paths_with_their_directories() {
+        use PathChangeKind::{Added, Changed, Removed};
+        let mut library = Library::new(preset("default"));
+        let added = library.apply_batch_reporting(episode("h1", "Dark", "01"));
+        assert_reports(
+            &added,
+            &[
+                change(Added, "TV Shows", true),
+                change(Added, "TV Shows/Dark", true),
+                change(Added, "TV Shows/Dark/S01", true),
+                change(Added, "TV Shows/Dark/S01/Dark S01E01.mkv", false),
+            ],
+        );
+        assert!(
+            added
+                .paths
+                .iter()
+                .all(|change| change.kind == Added || *change == self::change(Changed, "", true)),
+            "only the root's listing changed besides: {:?}",
+            added.paths
+        );
+        library.apply_batch_reporting(episode("h2", "Dark", "02"));
+
+        // A move to another show: old path removed, new added, the show it
+        // left (still holding h2) changed, the one it reached added.
+        let moved = library.apply_batch_reporting([value("h1", "title", Some("Heat"))]);
+        assert_reports(
+            &moved,
+            &[
+                change(Removed, "TV Shows/Dark/S01/Dark S01E01.mkv", false),
+                change(Changed, "TV Shows/Dark/S01", true),
+                change(Added, "TV Shows/Heat", true),
+                change(Added, "TV Shows/Heat/S01", true),
+                change(Added, "TV Shows/Heat/S01/Heat S01E01.mkv", false),
+            ],
+        );
+
+        // Moving the last file out of a directory removes the directory.
+        let emptied = library.apply_batch_reporting([value("h2", "title", Some("Heat"))]);
+        assert_reports(
+            &emptied,
+            &[
+                change(Removed, "TV Shows/Dark/S01/Dark S01E02.mkv", false),
+                change(Removed, "TV Shows/Dark/S01", true),
+                change(Removed, "TV Shows/Dark", true),
+                change(Added, "TV Shows/Heat/S01/Heat S01E02.mkv", false),
+                change(Changed, "TV Shows/Heat/S01", true),
+            ],
+        );
+        assert!(!emptied.invalidations.is_empty());
+
+        // A deletion.
+        let deleted = library.apply_batch_reporting([value("h2", "filePath", None)]);
+        assert_reports(
+            &deleted,
+            &[change(Removed, "TV Shows/Heat/S01/Heat S01E02.mkv", false)],
+        );
+        assert!(
+            !deleted
+                .paths
+                .iter()
+                .any(|change| change.kind == Removed && change.is_directory),
+            "h1 still holds the directories: {:?}",
+            deleted.paths
+        );
+
+        // A change of attributes in place.
+        let resized = library.apply_batch_reporting([value("h1", "size", Some("5"))]);
+        assert_reports(
+            &resized,
+            &[change(Changed, "TV Shows/Heat/S01/Heat S01E01.mkv", false)],
+        );
+    }
+
+    #[test]
+    fn a_swap_reports_the_difference_of_the_two_trees() {
+        use PathChangeKind::{Added, Removed};
+        let library = SharedLibrary::new(Library::new(preset("default")));
+        library.apply_batch(episode("h1", "Dark", "01"));
+        let changes = library.replace_rules_reporting(preset("plex"));
+        assert_reports(
+            &changes,
+            &[
+                change(Removed, "TV Shows/Dark/S01", true),
+                change(Removed, "TV Shows/Dark/S01/Dark S01E01.mkv", false),
+                change(Added, "TV Shows/Dark/Season 01", true),
+                change(Added, "TV Shows/Dark/Season 01/Dark - S01E01.mkv", false),
+            ],
+        );
+        assert!(
+            !changes.paths.iter().any(|change| change.path == "TV Shows"),
+            "unchanged: {:?}",
+            changes.paths
+        );
+        let unchanged = library.replace_rules_reporting(preset("plex"));
+        assert!(unchanged.is_empty(), "{unchanged:?}");
+    }
 }

@@ -4,7 +4,10 @@
 //! per file with collisions resolved from the current state alone, stable
 //! inodes and the kernel invalidations each change needs. [`Library`]
 //! composes the projection, the rules and the tree; [`SharedLibrary`] is the
-//! handle the FUSE mount and the HTTP API read from.
+//! handle the FUSE mount and the HTTP API read from. Its `*_reporting`
+//! updates also say which virtual paths changed ([`TreeChanges`]), noted
+//! before the change so a removed directory is still known by its path: the
+//! change feed's data ([`ChangeBatch`]).
 #![warn(missing_docs)]
 
 mod change;
@@ -15,6 +18,6 @@ mod tree;
 #[cfg(test)]
 mod tree_tests;
 
-pub use change::{ChangeBatch, ChangeCause, PathChange, PathChangeKind};
+pub use change::{ChangeBatch, ChangeCause, PathChange, PathChangeKind, TreeChanges};
 pub use library::{Library, SharedLibrary};
 pub use tree::{FileSpec, Invalidation, NodeKind, NodeRef, ROOT_INODE, Tree, TreeBuilder};

@@ -7,6 +7,7 @@ use metafuse_rules::{Metadata, RelevantProperties, Rules};
 use metafuse_state::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection};
 use parking_lot::{Mutex, RwLock};
 
+use crate::change::{PathsBefore, TreeChanges, diff_trees};
 use crate::tree::{FileSpec, Invalidation, NodeRef, Tree, TreeBuilder};
 
 /// The state of one library: what we know of every file (the projection),
@@ -44,7 +45,40 @@ impl Library {
         &mut self,
         values: impl IntoIterator<Item = FetchedValue<'v>>,
     ) -> Vec<Invalidation> {
+        self.apply_batch_with(values, false).invalidations
+    }
+
+    /// [`Self::apply_batch`], also reporting which virtual paths changed
+    /// (for the change feed).
+    pub fn apply_batch_reporting<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+    ) -> TreeChanges {
+        self.apply_batch_with(values, true)
+    }
+
+    fn apply_batch_with<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+        report_paths: bool,
+    ) -> TreeChanges {
         let deltas = self.projection.apply_batch(values);
+        // Where each file is and will be, noted before the tree changes.
+        let paths_before = report_paths.then(|| {
+            let mut before = PathsBefore::default();
+            for delta in &deltas {
+                let hash_id = delta.hash_id();
+                let rendered = self.projection.file(hash_id).and_then(|file| {
+                    let mut rendered = None;
+                    with_file_spec(&self.rules, hash_id, file, |spec| {
+                        rendered = Some(spec.path.to_owned());
+                    });
+                    rendered
+                });
+                before.note_file(&self.tree, hash_id, rendered.as_deref());
+            }
+            before
+        });
         let mut invalidations = Vec::new();
         for delta in &deltas {
             match delta {
@@ -67,7 +101,13 @@ impl Library {
                 }
             }
         }
-        invalidations
+        let paths = paths_before.map_or_else(Vec::new, |before| {
+            before.changes(&self.tree, &invalidations)
+        });
+        TreeChanges {
+            invalidations,
+            paths,
+        }
     }
 
     /// Records stream entries read after a batch was applied (the tail's
@@ -259,6 +299,15 @@ impl SharedLibrary {
         self.shared.library.write().apply_batch(values)
     }
 
+    /// [`Self::apply_batch`], also reporting which virtual paths changed.
+    pub fn apply_batch_reporting<'v>(
+        &self,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+    ) -> TreeChanges {
+        let _writer = self.shared.writer.lock();
+        self.shared.library.write().apply_batch_reporting(values)
+    }
+
     /// Runs a short change under the write lock (e.g.
     /// [`Library::set_relevant_properties`]).
     pub fn update<R>(&self, change: impl FnOnce(&mut Library) -> R) -> R {
@@ -269,8 +318,18 @@ impl SharedLibrary {
     /// Recomputes every path with new rules: built beside the current tree,
     /// swapped in at once.
     pub fn replace_rules(&self, rules: Arc<Rules>) -> Vec<Invalidation> {
+        self.replace_rules_with(rules, false).invalidations
+    }
+
+    /// [`Self::replace_rules`], also reporting which virtual paths changed.
+    pub fn replace_rules_reporting(&self, rules: Arc<Rules>) -> TreeChanges {
+        self.replace_rules_with(rules, true)
+    }
+
+    fn replace_rules_with(&self, rules: Arc<Rules>, report_paths: bool) -> TreeChanges {
         self.swap_in_rebuilt_tree(
             rules,
+            report_paths,
             |library, rules, invalidations| {
                 build_tree(&library.tree, &library.projection, rules, invalidations)
             },
@@ -281,8 +340,20 @@ impl SharedLibrary {
     /// Replaces the projection (resynchronisation after a leader switch or
     /// a trimmed stream): built beside the current tree, swapped in at once.
     pub fn replace_projection(&self, projection: Projection) -> Vec<Invalidation> {
+        self.replace_projection_with(projection, false)
+            .invalidations
+    }
+
+    /// [`Self::replace_projection`], also reporting which virtual paths
+    /// changed.
+    pub fn replace_projection_reporting(&self, projection: Projection) -> TreeChanges {
+        self.replace_projection_with(projection, true)
+    }
+
+    fn replace_projection_with(&self, projection: Projection, report_paths: bool) -> TreeChanges {
         self.swap_in_rebuilt_tree(
             projection,
+            report_paths,
             |library, projection, invalidations| {
                 build_tree(&library.tree, projection, &library.rules, invalidations)
             },
@@ -297,12 +368,23 @@ impl SharedLibrary {
     fn swap_in_rebuilt_tree<Part>(
         &self,
         part: Part,
+        report_paths: bool,
         build: impl FnOnce(&Library, &Part, &mut Vec<Invalidation>) -> Tree,
         swap: impl FnOnce(&mut Library, Part) -> Part,
-    ) -> Vec<Invalidation> {
+    ) -> TreeChanges {
         let _writer = self.shared.writer.lock();
         let mut invalidations = Vec::new();
-        let tree = build(&self.shared.library.read(), &part, &mut invalidations);
+        let (tree, paths) = {
+            let library = self.shared.library.read();
+            let tree = build(&library, &part, &mut invalidations);
+            // Compared while both trees exist, before readers see the new one.
+            let paths = if report_paths {
+                diff_trees(&library.tree, &tree, &invalidations)
+            } else {
+                Vec::new()
+            };
+            (tree, paths)
+        };
         let displaced = {
             let mut library = self.shared.library.write();
             let old_tree = std::mem::replace(&mut library.tree, tree);
@@ -311,6 +393,9 @@ impl SharedLibrary {
         // Freeing a whole tree (and projection) takes a while: done after
         // the write lock is released, so readers do not wait for it.
         drop(displaced);
-        invalidations
+        TreeChanges {
+            invalidations,
+            paths,
+        }
     }
 }
