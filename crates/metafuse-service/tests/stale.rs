@@ -317,3 +317,72 @@ async fn an_xdel_of_an_unread_entry_while_idle_converges() {
     })
     .await;
 }
+
+/// Sets a raw byte value like a writer (SET, SADD, XADD).
+fn set_bytes(connection: &mut redis::Connection, hash_id: &str, property: &str, value: &[u8]) {
+    let key = format!("file:{hash_id}/{property}");
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(&key)
+        .arg(value)
+        .ignore()
+        .cmd("SADD")
+        .arg("file:__index__")
+        .arg(hash_id)
+        .ignore()
+        .cmd("XADD")
+        .arg("meta:events")
+        .arg("*")
+        .arg("type")
+        .arg("set")
+        .arg("key")
+        .arg(&key)
+        .ignore()
+        .query(connection)
+        .expect("write bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_values_are_shown_never_dropped() {
+    let redis = RedisServer::start().expect("redis");
+    let mut connection = redis.client().get_connection().expect("connect");
+    // A Latin-1 title: decoded lossily, still filed by the rules.
+    add_movie(&mut connection, "latin1", "placeholder");
+    set_bytes(&mut connection, "latin1", "title", b"Am\xe9lie");
+    // A Latin-1 file path: listed, and its exact bytes recoverable.
+    add_movie(&mut connection, "rawpath", "Raw Path");
+    set_bytes(
+        &mut connection,
+        "rawpath",
+        "filePath",
+        b"downloads/caf\xe9\\x.mkv",
+    );
+    let (_directory, config) = config(redis.url());
+    let service = Service::start(config).await.expect("service starts");
+    let library = service.library();
+    let library = library.read();
+    let paths = library.file_paths();
+    let latin1 = paths
+        .iter()
+        .find(|path| path.contains("Am\u{fffd}lie"))
+        .unwrap_or_else(|| panic!("no lossy title among {paths:?}"));
+    assert!(!latin1.starts_with("Unsorted"), "{latin1}");
+    let raw = paths
+        .iter()
+        .find(|path| path.contains("Raw Path"))
+        .unwrap_or_else(|| panic!("the raw-path file is hidden: {paths:?}"));
+    let stored = library
+        .file_metadata(raw)
+        .and_then(|file| {
+            file.properties()
+                .find(|(name, _)| *name == "filePath")
+                .map(|(_, value)| value.to_owned())
+        })
+        .expect("filePath");
+    assert_eq!(
+        &*metafuse_state::file_path_bytes(&stored),
+        b"downloads/caf\xe9\\x.mkv"
+    );
+    drop(library);
+    service.shutdown().await;
+}

@@ -861,8 +861,8 @@ mod tests {
                 "p:file:d/title"
             ]
         );
-        assert_eq!(fetched.len(), 3, "{fetched:?}");
-        assert_eq!(n_malformed_values, 2, "not utf-8, too large");
+        assert_eq!(fetched.len(), 4, "{fetched:?}");
+        assert_eq!(n_malformed_values, 1, "too large (not utf-8 is decoded)");
         assert_eq!(
             counts.n_malformed, 3,
             "unknown type, not a file key, no key"
