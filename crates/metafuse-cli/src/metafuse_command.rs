@@ -10,9 +10,13 @@ use crate::exit::{CliError, ExitKind};
 use crate::rules_command::{RulesCommand, run_rules};
 use crate::service::run_service;
 
-/// mount and serve a MetaMesh library as a virtual filesystem.
+/// The `metafuse` command line.
 #[derive(Debug, Parser)]
-#[command(name = "metafuse", version, about)]
+#[command(
+    name = "metafuse",
+    version,
+    about = "metafuse: mount and serve a MetaMesh library as a virtual filesystem."
+)]
 pub struct MetafuseCli {
     #[command(subcommand)]
     command: Command,

@@ -11,10 +11,13 @@ use crate::config::{StatsSourceArgs, load_file_config, resolve_stats};
 use crate::exit::{CliError, ExitKind};
 use crate::logging::{LogFormat, init_logging};
 
-/// Statistics of a MetaMesh library, computed offline from its Redis, or
-/// read from a running metafuse instance (`--api`).
+/// The `metafuse-stats` command line.
 #[derive(Debug, Parser)]
-#[command(name = "metafuse-stats", version, about)]
+#[command(
+    name = "metafuse-stats",
+    version,
+    about = "Statistics of a MetaMesh library, computed offline from its Redis, or read from a running metafuse instance (--api)."
+)]
 pub struct StatsCli {
     #[command(flatten)]
     source: StatsSourceArgs,
