@@ -15,7 +15,7 @@ use crate::service::run_service;
 #[command(
     name = "metafuse",
     version,
-    about = "metafuse: mount and serve a MetaMesh library as a virtual filesystem."
+    about = "Mount and serve a MetaMesh library as a virtual filesystem, check renaming rules."
 )]
 pub struct MetafuseCli {
     #[command(subcommand)]
