@@ -1,11 +1,13 @@
 //! Every Redis connection of metafuse is opened here, from one client and
 //! one redacted URL, so timeouts and error messages are decided once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
+use crate::cluster::{ClusterFetcher, ClusterUrl, StateConnection, Topology};
 use crate::error::StreamError;
 use crate::resp::RespConnection;
 
@@ -15,6 +17,8 @@ pub(crate) struct Connector {
     client: redis::Client,
     /// The URL with any secret replaced by `***`, for messages.
     redacted_url: String,
+    /// Set for a `redis+cluster://` URL: `client` is then its first seed.
+    cluster: Option<Arc<Topology>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -28,16 +32,68 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// A connector for `url` (`redis://` or `rediss://`, password in the URL).
+    /// `redis+cluster://` or `rediss+cluster://host:port[,host:port…]`: a
+    /// Redis Cluster reached through any of those seed nodes.
     pub(crate) fn new(url: &str) -> Result<Self, StreamError> {
         let redacted_url = metafuse_source::redact_url(url);
-        let client = redis::Client::open(url).map_err(|cause| StreamError::InvalidUrl {
+        let invalid = |cause| StreamError::InvalidUrl {
             url: redacted_url.clone(),
             cause,
+        };
+        let cluster_url = ClusterUrl::parse(url).map_err(|reason| {
+            invalid(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "invalid cluster url",
+                reason,
+            )))
         })?;
+        let (client, cluster) = match cluster_url {
+            Some(cluster_url) => {
+                let first_seed = cluster_url.seed_urls().swap_remove(0);
+                let client = redis::Client::open(first_seed).map_err(invalid)?;
+                (client, Some(Arc::new(Topology::new(cluster_url))))
+            }
+            None => (redis::Client::open(url).map_err(invalid)?, None),
+        };
         Ok(Self {
             client,
             redacted_url,
+            cluster,
         })
+    }
+
+    /// The cluster's slot table, if this is a cluster.
+    pub(crate) fn topology(&self) -> Option<&Arc<Topology>> {
+        self.cluster.as_ref()
+    }
+
+    /// The connector of the node serving `key`: this one unless a cluster,
+    /// whose slot table is read afresh (callers connect after a failure, when
+    /// a failover may have moved the slot).
+    pub(crate) async fn for_key(&self, key: &str) -> Result<Connector, StreamError> {
+        match &self.cluster {
+            Some(topology) => {
+                if let Err(error) = topology.refresh().await {
+                    tracing::debug!(%error, "cannot refresh the cluster's slots; using the last known");
+                }
+                topology.node_for_key(key).await
+            }
+            None => Ok(self.clone()),
+        }
+    }
+
+    /// The connection for keyed commands and small fetches (see
+    /// [`StateConnection`]).
+    pub(crate) async fn state(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<StateConnection, StreamError> {
+        match &self.cluster {
+            Some(topology) => StateConnection::cluster(topology.clone(), response_timeout).await,
+            None => Ok(StateConnection::Single(
+                self.multiplexed(response_timeout).await?,
+            )),
+        }
     }
 
     /// The URL, secret redacted.
@@ -65,6 +121,12 @@ impl Connector {
         &self,
         response_timeout: Duration,
     ) -> Result<BulkConnection, StreamError> {
+        if let Some(topology) = &self.cluster {
+            let fetcher = ClusterFetcher::new(topology.clone(), response_timeout);
+            return Ok(BulkConnection::Cluster(Arc::new(tokio::sync::Mutex::new(
+                fetcher,
+            ))));
+        }
         let raw = RespConnection::open(&self.client, response_timeout)
             .await
             .map_err(|cause| self.connect_error(cause))?;
@@ -86,4 +148,6 @@ impl Connector {
 pub(crate) enum BulkConnection {
     Raw(RespConnection),
     Multiplexed(MultiplexedConnection),
+    /// Fetches only: one connection per master of a cluster.
+    Cluster(Arc<tokio::sync::Mutex<ClusterFetcher>>),
 }

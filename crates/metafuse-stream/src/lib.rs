@@ -51,6 +51,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 mod connect;
 mod entries;
 mod error;

@@ -9,6 +9,7 @@ use metafuse_state::{EVENTS_STREAM, EventCounts};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use crate::cluster::StateConnection;
 use crate::connect::Connector;
 use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
@@ -31,7 +32,7 @@ pub struct Tail {
     last_event_id: String,
     block: Duration,
     read_connection: Option<MultiplexedConnection>,
-    fetch_connection: Option<MultiplexedConnection>,
+    fetch_connection: Option<StateConnection>,
     relevance: Option<RelevanceCache>,
     /// Set while Redis is unreachable, so an outage is logged once.
     outage_attempts: Option<u32>,
@@ -153,11 +154,14 @@ impl Tail {
     async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
         if self.read_connection.is_none() || self.fetch_connection.is_none() {
             // The blocking read never times out; fetch replies are small.
-            let read = self.connector.multiplexed(None).await?;
-            let mut fetch = self
+            // In a cluster: the node serving `meta:events` now.
+            let read = self
                 .connector
-                .multiplexed(Some(FETCH_RESPONSE_TIMEOUT))
+                .for_key(EVENTS_STREAM)
+                .await?
+                .multiplexed(None)
                 .await?;
+            let mut fetch = self.connector.state(Some(FETCH_RESPONSE_TIMEOUT)).await?;
             // After (re)connecting, the stream must still lead on from our
             // position: a Redis that came back empty, or trimmed past us,
             // means changes were lost.

@@ -6,11 +6,13 @@
 //! MetaMesh writers do, and [`read_truth`] reads back what it holds.
 #![warn(missing_docs)]
 
+mod cluster;
 mod library;
 mod mounts;
 mod redis_server;
 mod writer;
 
+pub use cluster::{RedisCluster, write_library_to_cluster};
 pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
 pub use mounts::{MountingChild, is_mounted, lazy_unmount};
 pub use redis_server::{RedisServer, RedisServerError};
