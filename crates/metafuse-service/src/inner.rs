@@ -52,6 +52,9 @@ pub(crate) struct Inner {
     changes: broadcast::Sender<Arc<ChangeBatch>>,
     n_batches_published: AtomicU64,
     acknowledging: Mutex<Vec<AcknowledgingSubscriber>>,
+    /// The runtime the service started on, where subscriber tasks run
+    /// (a sink may be attached from outside it).
+    runtime: tokio::runtime::Handle,
     applied: watch::Sender<String>,
     /// How the source in use orders its event ids (for waiting on one).
     event_id_order: RwLock<EventIdOrder>,
@@ -77,6 +80,7 @@ pub(crate) struct InnerParts {
     pub(crate) event_id_order: EventIdOrder,
     pub(crate) last_rules_text: Option<String>,
     pub(crate) tail_status: TailStatus,
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -90,6 +94,7 @@ impl Inner {
             changes: broadcast::Sender::new(CHANGE_FEED_CAPACITY),
             n_batches_published: AtomicU64::new(0),
             acknowledging: Mutex::new(Vec::new()),
+            runtime: parts.runtime,
             applied: watch::Sender::new(parts.applied_event_id),
             event_id_order: RwLock::new(parts.event_id_order),
             rules_checks: watch::Sender::new(0),
@@ -109,7 +114,7 @@ impl Inner {
     pub(crate) fn attach_invalidation_sink(&self, sink: InvalidationSink) {
         let mut receiver = self.changes.subscribe();
         let (acknowledge, acknowledged) = watch::channel(0);
-        let task = tokio::spawn(async move {
+        let task = self.runtime.spawn(async move {
             loop {
                 match receiver.recv().await {
                     Ok(batch) => {

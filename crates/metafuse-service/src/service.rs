@@ -108,6 +108,7 @@ impl Service {
             event_id_order: source.event_id_order(),
             last_rules_text: initial.text,
             tail_status: source.tail_status(),
+            runtime: tokio::runtime::Handle::current(),
         }));
         let state_task = StateTask {
             inner: inner.clone(),

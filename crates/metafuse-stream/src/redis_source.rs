@@ -160,3 +160,69 @@ impl MetadataSource for RedisSource {
         stream_id_order
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metafuse_rules::RelevantProperties;
+    use metafuse_testkit::{RedisServer, Writer};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identity_and_reachable_positions_tell_a_warm_restart_what_it_may_trust() {
+        let mut server = RedisServer::start().unwrap();
+        let mut connection = server.client().get_connection().unwrap();
+        let first = Writer::new(&mut connection, "")
+            .set("a", "title", "Dark")
+            .flush()
+            .unwrap()
+            .unwrap();
+        let mut source = RedisSource::connect(&server.url(), "", Strategy::Auto)
+            .await
+            .unwrap();
+        assert_eq!(source.kind(), SourceKind::Redis);
+        assert_eq!(source.describe(), server.url());
+        let identity = source.identity().await.unwrap();
+        assert!(identity.starts_with("redis run_id="), "{identity}");
+        assert_eq!(source.identity().await.unwrap(), identity, "stable");
+
+        let mut projection = Projection::new(RelevantProperties::from_names(["title"]));
+        let report = source.bootstrap(&mut projection, &|_| {}).await.unwrap();
+        assert_eq!(report.last_event_id, first);
+        let mut failures = Vec::new();
+        for (position, expected) in [
+            (first.as_str(), true),
+            ("0-0", true),
+            ("junk", false),
+            ("99999999999999-0", false),
+        ] {
+            let reachable = source.position_reachable(position).await.unwrap();
+            if reachable != expected {
+                failures.push(format!("{position}: {reachable}, expected {expected}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+
+        // Entries after our position deleted: resuming would lose them.
+        let second = Writer::new(&mut connection, "")
+            .set("a", "title", "Dark 2")
+            .flush()
+            .unwrap()
+            .unwrap();
+        let _: u64 = redis::cmd("XDEL")
+            .arg(metafuse_state::EVENTS_STREAM)
+            .arg(&second)
+            .query(&mut connection)
+            .unwrap();
+        assert!(!source.position_reachable(&first).await.unwrap());
+
+        // Another instance (a restart without persistence): another identity.
+        server.restart().unwrap();
+        let mut source = RedisSource::connect(&server.url(), "", Strategy::Auto)
+            .await
+            .unwrap();
+        assert_ne!(source.identity().await.unwrap(), identity);
+        assert!(!source.position_reachable(&first).await.unwrap());
+        let order = source.event_id_order();
+        assert_eq!(order(&second, &first), Some(std::cmp::Ordering::Greater));
+    }
+}
