@@ -119,10 +119,13 @@ impl Backend for ServiceBackend {
     fn health(&self) -> Health {
         let redis_connected = self.inner.tail_status.is_connected();
         let rules_error = self.inner.status.moments.lock().rules_error.clone();
+        // Connected is not enough: a frozen peer or a stream that lost
+        // entries leaves the tree stale (status.rs says why).
+        let not_live = self.inner.status.not_live_reason(&self.inner.tail_status);
         Health {
             // A rules file we could not apply is reported as degraded too:
             // the tree is not what the operator asked for.
-            status: if redis_connected && rules_error.is_none() {
+            status: if redis_connected && not_live.is_none() && rules_error.is_none() {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded

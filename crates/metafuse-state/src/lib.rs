@@ -36,12 +36,14 @@
 mod key;
 mod projection;
 mod record;
+mod value_bytes;
 
 pub use key::{
     EVENTS_STREAM, FILE_KEY_PREFIX, INDEX_HASH_ID, KeyError, escape_glob, file_key, index_key,
     parse_event_key,
 };
 pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
+pub use value_bytes::{FILE_PATH_PROPERTY, file_path_bytes, stored_value};
 
 #[cfg(test)]
 mod tests;

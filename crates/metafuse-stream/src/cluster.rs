@@ -437,6 +437,12 @@ pub(crate) enum StateConnection {
         topology: Arc<Topology>,
         fetcher: Arc<tokio::sync::Mutex<ClusterFetcher>>,
     },
+    /// The tail's: everything it asks about (`XINFO`, `INFO`, `XRANGE` of
+    /// `meta:events`) goes to the master serving the stream, fetches fan out.
+    StreamNode {
+        connection: MultiplexedConnection,
+        fetcher: Arc<tokio::sync::Mutex<ClusterFetcher>>,
+    },
 }
 
 impl StateConnection {
@@ -475,6 +481,7 @@ impl ConnectionLike for StateConnection {
         match self {
             StateConnection::Single(connection) => connection.req_packed_command(cmd),
             StateConnection::Cluster { connection, .. } => connection.req_packed_command(cmd),
+            StateConnection::StreamNode { connection, .. } => connection.req_packed_command(cmd),
         }
     }
 
@@ -491,6 +498,9 @@ impl ConnectionLike for StateConnection {
             StateConnection::Cluster { connection, .. } => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
+            StateConnection::StreamNode { connection, .. } => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
         }
     }
 
@@ -498,6 +508,7 @@ impl ConnectionLike for StateConnection {
         match self {
             StateConnection::Single(connection) => connection.get_db(),
             StateConnection::Cluster { connection, .. } => connection.get_db(),
+            StateConnection::StreamNode { connection, .. } => connection.get_db(),
         }
     }
 }

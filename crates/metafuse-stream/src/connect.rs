@@ -55,6 +55,9 @@ impl Connector {
             }
             None => (redis::Client::open(url).map_err(invalid)?, None),
         };
+        // TCP keepalive on every socket: a peer that vanished is noticed
+        // even while no command waits (see `liveness`).
+        let client = crate::liveness::with_keepalive(&client);
         Ok(Self {
             client,
             redacted_url,
@@ -82,6 +85,30 @@ impl Connector {
         }
     }
 
+    /// The tail's connection for stream checks and fetches: to the master
+    /// serving `meta:events` in a cluster (resolved afresh), fetches fanned
+    /// out to every master.
+    pub(crate) async fn stream_state(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<StateConnection, StreamError> {
+        let connection = self
+            .for_key(metafuse_state::EVENTS_STREAM)
+            .await?
+            .multiplexed(Some(response_timeout))
+            .await?;
+        Ok(match &self.cluster {
+            Some(topology) => StateConnection::StreamNode {
+                connection,
+                fetcher: Arc::new(tokio::sync::Mutex::new(ClusterFetcher::new(
+                    topology.clone(),
+                    response_timeout,
+                ))),
+            },
+            None => StateConnection::Single(connection),
+        })
+    }
+
     /// The connection for keyed commands and small fetches (see
     /// [`StateConnection`]).
     pub(crate) async fn state(
@@ -102,12 +129,16 @@ impl Connector {
     }
 
     /// A multiplexed connection whose replies time out after
-    /// `response_timeout` (`None`: never, for a blocking `XREAD`).
+    /// `response_timeout` (`None`: never).
     pub(crate) async fn multiplexed(
         &self,
         response_timeout: Option<Duration>,
     ) -> Result<MultiplexedConnection, StreamError> {
-        let config = AsyncConnectionConfig::new().set_response_timeout(response_timeout);
+        // A frozen proxy accepts connections and never answers: bound the
+        // handshake too.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(crate::liveness::CONNECT_TIMEOUT))
+            .set_response_timeout(response_timeout);
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await

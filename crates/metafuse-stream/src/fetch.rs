@@ -28,7 +28,8 @@ impl<'c> From<&'c mut StateConnection> for MgetConnection<'c> {
     fn from(connection: &'c mut StateConnection) -> Self {
         match connection {
             StateConnection::Single(connection) => MgetConnection::Multiplexed(connection),
-            StateConnection::Cluster { fetcher, .. } => MgetConnection::Cluster(fetcher),
+            StateConnection::Cluster { fetcher, .. }
+            | StateConnection::StreamNode { fetcher, .. } => MgetConnection::Cluster(fetcher),
         }
     }
 }
@@ -68,7 +69,7 @@ fn keep(fetched: &mut FetchedValues, key: &RelevantKey, value: ValueReply<'_>) {
                 tracing::debug!(
                     key = key.key,
                     n_bytes = bytes.len(),
-                    "skipping a value that is too large or not utf-8"
+                    "skipping a value that is too large"
                 );
             }
         }
