@@ -531,6 +531,23 @@ mod tests {
     }
 
     #[test]
+    fn slots_match_cluster_keyslot_of_a_real_node() {
+        let cluster = metafuse_testkit::RedisCluster::start(3, 0, None).unwrap();
+        let mut keys: Vec<String> = ["", "foo", "{user1000}.following", "a{}b", "x{{y}}z", "é{ü}"]
+            .map(str::to_owned)
+            .to_vec();
+        keys.extend((0..300).map(|index| format!("mm:file:{index:032x}/title")));
+        keys.push(metafuse_state::EVENTS_STREAM.to_owned());
+        for key in keys {
+            assert_eq!(
+                key_slot(key.as_bytes()),
+                cluster.key_slot(&key).unwrap(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn cluster_urls_name_their_seeds_and_credentials() {
         assert_eq!(ClusterUrl::parse("redis://a:1/"), Ok(None));
         let url = ClusterUrl::parse("redis+cluster://:secret@a:7000,b:7001,c/")
