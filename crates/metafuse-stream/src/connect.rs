@@ -10,6 +10,7 @@ use redis::aio::MultiplexedConnection;
 use crate::cluster::{ClusterFetcher, ClusterUrl, StateConnection, Topology};
 use crate::error::StreamError;
 use crate::resp::RespConnection;
+use crate::sentinel::SentinelUrl;
 
 /// Opens connections to one Redis.
 #[derive(Clone)]
@@ -19,6 +20,9 @@ pub(crate) struct Connector {
     redacted_url: String,
     /// Set for a `redis+cluster://` URL: `client` is then its first seed.
     cluster: Option<Arc<Topology>>,
+    /// Set for a `redis+sentinel://` URL: every connection goes to the
+    /// master the sentinels name then (`client` is unused).
+    sentinel: Option<Arc<SentinelUrl>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -47,12 +51,23 @@ impl Connector {
                 reason,
             )))
         })?;
+        let sentinel_url = SentinelUrl::parse(url).map_err(|reason| {
+            invalid(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "invalid sentinel url",
+                reason,
+            )))
+        })?;
         let (client, cluster) = match cluster_url {
             Some(cluster_url) => {
                 let first_seed = cluster_url.seed_urls().swap_remove(0);
                 let client = redis::Client::open(first_seed).map_err(invalid)?;
                 (client, Some(Arc::new(Topology::new(cluster_url))))
             }
+            None if sentinel_url.is_some() => (
+                redis::Client::open("redis://127.0.0.1/").map_err(invalid)?,
+                None,
+            ),
             None => (redis::Client::open(url).map_err(invalid)?, None),
         };
         // TCP keepalive on every socket: a peer that vanished is noticed
@@ -62,7 +77,23 @@ impl Connector {
             client,
             redacted_url,
             cluster,
+            sentinel: sentinel_url.map(Arc::new),
         })
+    }
+
+    /// The client of the Redis to connect to now: for Sentinel, the current
+    /// master (asked afresh, so a reconnect follows a switch).
+    async fn current_client(&self) -> Result<redis::Client, StreamError> {
+        let Some(sentinel) = &self.sentinel else {
+            return Ok(self.client.clone());
+        };
+        let master_url = sentinel.master_url().await?;
+        let client =
+            redis::Client::open(master_url.as_str()).map_err(|cause| StreamError::InvalidUrl {
+                url: metafuse_source::redact_url(&master_url),
+                cause,
+            })?;
+        Ok(crate::liveness::with_keepalive(&client))
     }
 
     /// The cluster's slot table, if this is a cluster.
@@ -139,7 +170,8 @@ impl Connector {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(crate::liveness::CONNECT_TIMEOUT))
             .set_response_timeout(response_timeout);
-        self.client
+        self.current_client()
+            .await?
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|cause| self.connect_error(cause))
@@ -158,7 +190,7 @@ impl Connector {
                 fetcher,
             ))));
         }
-        let raw = RespConnection::open(&self.client, response_timeout)
+        let raw = RespConnection::open(&self.current_client().await?, response_timeout)
             .await
             .map_err(|cause| self.connect_error(cause))?;
         Ok(match raw {

@@ -60,6 +60,7 @@ mod info;
 mod liveness;
 mod redis_source;
 mod resp;
+mod sentinel;
 mod source;
 mod tail;
 

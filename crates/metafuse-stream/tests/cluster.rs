@@ -95,6 +95,7 @@ async fn replay_snapshot_auto_and_the_tail_match_the_cluster_across_a_failover()
     );
 
     // Failover of the master serving the stream, then more writes.
+    let reconnects_before = source.tail_status().reconnects();
     let old_master = cluster.master_of("meta:events").unwrap();
     let new_master = tokio::task::spawn_blocking(move || {
         let new_master = cluster.fail_over_master_of("meta:events").unwrap();

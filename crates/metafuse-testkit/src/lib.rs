@@ -10,10 +10,12 @@ mod cluster;
 mod library;
 mod mounts;
 mod redis_server;
+mod sentinel;
 mod writer;
 
 pub use cluster::{RedisCluster, write_library_to_cluster};
 pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
 pub use mounts::{MountingChild, is_mounted, lazy_unmount};
 pub use redis_server::{RedisServer, RedisServerError};
+pub use sentinel::{RedisSentinels, SENTINEL_MASTER_NAME};
 pub use writer::{Files, Writer, read_truth};
