@@ -110,4 +110,8 @@ async fn replay_snapshot_auto_and_the_tail_match_the_cluster_across_a_failover()
         contents(&projection),
         expected(&library.truth(), &relevant())
     );
+    assert!(
+        source.tail_status().reconnects() > reconnects_before,
+        "the tail moved to the new master"
+    );
 }
