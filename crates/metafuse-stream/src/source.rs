@@ -30,8 +30,6 @@ use crate::tail::Tail;
 const ENTRIES_PER_PAGE: usize = 4_000;
 /// Files per snapshot batch (× relevant names = keys per `MGET` pipeline).
 const FILES_PER_SNAPSHOT_BATCH: usize = 1_000;
-/// The same for a Redis Cluster (see `snapshot`).
-const FILES_PER_CLUSTER_SNAPSHOT_BATCH: usize = 8_000;
 /// Keys per `SCAN`/`SSCAN` step.
 const SCAN_COUNT: usize = 10_000;
 /// Cost model of the automatic choice, in tenths of microseconds measured
@@ -384,14 +382,8 @@ impl Source {
         let (batch_sender, batch_receiver) = mpsc::channel(4);
         let prefix = self.prefix.clone();
         let exact_names = names.clone();
-        // A cluster node takes one MGET per slot, and a file's keys spread
-        // over all 16384 slots: larger batches put more keys in each.
-        let files_per_batch = match self.connector.topology() {
-            Some(_) => FILES_PER_CLUSTER_SNAPSHOT_BATCH,
-            None => FILES_PER_SNAPSHOT_BATCH,
-        };
         let producer = tokio::spawn(async move {
-            for files in hash_ids.chunks(files_per_batch) {
+            for files in hash_ids.chunks(FILES_PER_SNAPSHOT_BATCH) {
                 let mut keys = Vec::with_capacity(files.len() * exact_names.len());
                 for hash_id in files {
                     for name in &exact_names {
@@ -425,7 +417,7 @@ impl Source {
             self.connector.bulk(RESPONSE_TIMEOUT).await?,
         ];
         let mut totals = fetch_and_apply(connections, batch_receiver, projection, |_, _| {
-            done_files = (done_files + files_per_batch as u64).min(total);
+            done_files = (done_files + FILES_PER_SNAPSHOT_BATCH as u64).min(total);
             progress(Progress {
                 phase: Phase::Snapshot,
                 done: done_files,
