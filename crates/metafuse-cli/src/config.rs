@@ -61,9 +61,27 @@ pub struct CommonArgs {
     /// `plex=URL,token=T` (repeatable) [env: METAFUSE_NOTIFY, `;`-separated]
     #[arg(long = "notify", value_name = "SPEC")]
     pub notify: Vec<String>,
-    /// Path at which the media server sees the mount [env: METAFUSE_MEDIA_PATH_PREFIX]
+    /// Path at which the media server sees the mount [env: METAFUSE_MEDIA_PATH_PREFIX] [default: the mountpoint]
     #[arg(long, value_name = "PATH")]
     pub media_path_prefix: Option<String>,
+    /// Bearer token required by the API's changing routes [env: API_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub api_token: Option<String>,
+    /// Serve a built dashboard (static files, SPA fallback) at `/` [env: METAFUSE_UI_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub ui_dir: Option<PathBuf>,
+    /// Do not write the heartbeat file under META_CORE_PATH/services
+    #[arg(long)]
+    pub no_register: bool,
+    /// Serve the tree over WebDAV on this address [env: WEBDAV_PORT (host: WEBDAV_HOST, default 127.0.0.1)] [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub webdav_listen: Option<String>,
+    /// Serve WebDAV without tokens (trusted networks only)
+    #[arg(long)]
+    pub webdav_no_auth: bool,
+    /// Metadata source: redis or metacore [env: METAFUSE_SOURCE] [default: chosen by discovery]
+    #[arg(long, value_name = "KIND")]
+    pub source: Option<String>,
 }
 
 /// Options only `mount` has.
@@ -84,6 +102,9 @@ pub struct MountArgs {
     /// Let other users (Plex, Jellyfin) read the mount
     #[arg(long)]
     pub allow_other: bool,
+    /// Mount even on a non-empty directory (hiding what is there)
+    #[arg(long)]
+    pub allow_non_empty: bool,
 }
 
 /// The TOML file: every key optional, unknown keys rejected (a typo must
@@ -112,6 +133,13 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub notify: Option<Vec<String>>,
     pub media_path_prefix: Option<String>,
+    pub api_token: Option<String>,
+    pub ui_dir: Option<PathBuf>,
+    pub register: Option<bool>,
+    pub webdav_listen: Option<String>,
+    pub webdav_no_auth: Option<bool>,
+    pub source: Option<String>,
+    pub allow_non_empty: Option<bool>,
 }
 
 impl FileConfig {
@@ -147,6 +175,20 @@ pub struct Settings {
     pub notify: Vec<String>,
     /// Where the media server sees the mount, for the notifications' paths.
     pub media_path_prefix: Option<String>,
+    /// Bearer token for the API's changing routes.
+    pub api_token: Option<String>,
+    /// A built dashboard served at `/`.
+    pub ui_dir: Option<PathBuf>,
+    /// Whether to write the heartbeat file under `META_CORE_PATH/services`.
+    pub register: bool,
+    /// Where WebDAV is served; `None` = off.
+    pub webdav_listen: Option<SocketAddr>,
+    /// WebDAV without tokens.
+    pub webdav_no_auth: bool,
+    /// `CONFIG_DIR`: the rules file's home, and the WebDAV token store's.
+    pub config_dir: PathBuf,
+    /// Mount even on a non-empty directory.
+    pub allow_non_empty: bool,
 }
 
 /// Parses `644`, `0644` or `0o644`.
@@ -187,6 +229,10 @@ pub fn resolve(
         .redis_url
         .clone()
         .or_else(|| env("REDIS_URL"))
+        .or_else(|| {
+            // The cluster's seed nodes, `host:port,host:port`.
+            env("REDIS_CLUSTER_NODES").map(|nodes| format!("redis+cluster://{nodes}"))
+        })
         .or_else(|| file.redis_url.clone());
     let meta_core_url = env("META_CORE_URL").or_else(|| file.meta_core_url.clone());
     let meta_core_path = env("META_CORE_PATH")
@@ -304,11 +350,51 @@ pub fn resolve(
         .or_else(|| env("METAFUSE_MEDIA_PATH_PREFIX"))
         .or_else(|| file.media_path_prefix.clone());
 
+    let api_token = common
+        .api_token
+        .clone()
+        .or_else(|| env("API_TOKEN"))
+        .or_else(|| file.api_token.clone());
+    let ui_dir = common
+        .ui_dir
+        .clone()
+        .or_else(|| env("METAFUSE_UI_DIR").map(PathBuf::from))
+        .or_else(|| file.ui_dir.clone());
+    let register = !common.no_register && file.register.unwrap_or(true);
+    let webdav_address = match (&common.webdav_listen, env("WEBDAV_PORT")) {
+        (Some(address), _) => Some(address.clone()),
+        (None, Some(port)) => {
+            let host = env("WEBDAV_HOST").unwrap_or_else(|| DEFAULT_API_HOST.to_owned());
+            Some(format!("{host}:{port}"))
+        }
+        (None, None) => file.webdav_listen.clone(),
+    };
+    let webdav_listen = webdav_address
+        .map(|address| {
+            address.parse::<SocketAddr>().with_context(|| {
+                format!("invalid WebDAV address {address:?}: expected HOST:PORT")
+            })
+        })
+        .transpose()?;
+    let webdav_no_auth = common.webdav_no_auth || file.webdav_no_auth.unwrap_or(false);
+    let forced_mode = common
+        .source
+        .clone()
+        .or_else(|| env("METAFUSE_SOURCE"))
+        .or_else(|| file.source.clone())
+        .map(|text| {
+            text.parse::<metafuse_leader::SourceMode>()
+                .map_err(|message| anyhow::anyhow!("invalid source {text:?}: {message}"))
+        })
+        .transpose()?;
+    let allow_non_empty = mount.allow_non_empty || file.allow_non_empty.unwrap_or(false);
+
     let defaults = DiscoveryConfig::default();
     let discovery = DiscoveryConfig {
         redis_url,
         meta_core_url,
         meta_core_path: meta_core_path.unwrap_or(defaults.meta_core_path.clone()),
+        forced_mode,
         ..defaults
     };
     let mut service = ServiceConfig::new(default_rules_file_placeholder(), files_root);
@@ -334,6 +420,13 @@ pub fn resolve(
         log_format,
         notify,
         media_path_prefix,
+        api_token,
+        ui_dir,
+        register,
+        webdav_listen,
+        webdav_no_auth,
+        config_dir,
+        allow_non_empty,
     })
 }
 

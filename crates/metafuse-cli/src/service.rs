@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use metafuse_api::BackendSlot;
+use metafuse_api::{ApiConfig, BackendSlot};
+use metafuse_bytes::ByteSources;
+use metafuse_notify::{NotifierSpec, Notifier, NotifyConfig};
+use metafuse_service::{Registration, RegistrationConfig};
+use metafuse_webdav::{TokenStore, WebdavAuth, WebdavServer};
 use metafuse_fuse::{MountHandle, MountOptions};
 use metafuse_service::Service;
 use tokio::net::TcpListener;
@@ -87,7 +91,30 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     // The API answers from the start: health says `starting` while the
     // service waits for a leader or Redis and bootstraps.
     let backend = BackendSlot::empty();
-    let api = ApiServer::start(listener, backend.clone());
+    let api_config = ApiConfig {
+        api_token: settings.api_token.clone(),
+        ui_dir: settings.ui_dir.clone(),
+        ..ApiConfig::default()
+    };
+    // The token routes answer under the API whether or not WebDAV is served
+    // by this process, so a dashboard can mint tokens in advance.
+    let tokens = Arc::new(TokenStore::new(&settings.config_dir));
+    metafuse_api::install_webdav_tokens(tokens.clone());
+    let notify_targets = notify_targets(&settings.notify)?;
+    let webdav_listener = match settings.webdav_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            CliError::new(
+                ExitKind::Api,
+                anyhow::anyhow!("cannot listen for webdav on {address}: {error}"),
+            )
+        })?),
+        None => None,
+    };
+    let api_base_url = listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
+        .map(|address| format!("http://{address}"));
+    let api = ApiServer::start(listener, backend.clone(), api_config);
 
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -118,6 +145,7 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
             options.file_mode = settings.file_mode as u16;
             options.dir_mode = settings.dir_mode as u16;
             options.allow_other = settings.allow_other;
+            options.allow_non_empty = settings.allow_non_empty;
             let handle = match metafuse_fuse::mount(service.library(), options) {
                 Ok(handle) => handle,
                 Err(error) => {
@@ -137,12 +165,88 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     };
 
     backend.fill(service.backend());
+
+    let notifier = if notify_targets.is_empty() {
+        None
+    } else {
+        // Where the media server sees the mount; the mountpoint itself
+        // when both run on one machine.
+        let media_path_prefix = settings.media_path_prefix.clone().unwrap_or_else(|| {
+            mountpoint
+                .as_ref()
+                .map(|mountpoint| mountpoint.display().to_string())
+                .unwrap_or_default()
+        });
+        let config = NotifyConfig {
+            targets: notify_targets,
+            ..NotifyConfig::default()
+        };
+        let handle = Notifier::spawn(config, &media_path_prefix);
+        Some(handle.follow(service.subscribe_changes()))
+    };
+
+    let webdav_sources = match &webdav_listener {
+        Some(_) => Some(
+            ByteSources::new(
+                settings.service.files_root.clone(),
+                service.leader().webdav_url.as_deref(),
+            )
+            .map_err(CliError::of(ExitKind::Config))?,
+        ),
+        None => None,
+    };
+    let webdav = webdav_listener.zip(webdav_sources).map(|(listener, sources)| {
+        let auth = if settings.webdav_no_auth {
+            tracing::warn!("webdav serves without tokens (--webdav-no-auth): anyone who reaches it reads every file");
+            WebdavAuth::NoAuth
+        } else {
+            WebdavAuth::Tokens(tokens.clone())
+        };
+        let server = Arc::new(WebdavServer::new(service.library(), sources, auth, ""));
+        let address = listener
+            .local_addr()
+            .map(|address| address.to_string())
+            .unwrap_or_default();
+        tracing::info!(%address, "webdav listening");
+        let stop = watch::Sender::new(false);
+        let mut stopped = stop.subscribe();
+        let task = tokio::spawn(async move {
+            let serving = metafuse_webdav::serve(listener, server, async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            });
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "webdav server failed");
+            }
+        });
+        (stop, task)
+    });
+
+    let registration = match (&api_base_url, settings.register) {
+        (Some(base_url), true) => Registration::start(RegistrationConfig::new(
+            settings.service.discovery.meta_core_path.clone(),
+            base_url.clone(),
+        )),
+        _ => None,
+    };
+
     // Mounted, or answering with the live tree: what `Type=notify` waits for.
     notify_service_manager(ServiceState::Ready);
 
     stop.await;
     notify_service_manager(ServiceState::Stopping);
+    if let Some(registration) = registration {
+        registration.stop().await;
+    }
+    if let Some((stop, task)) = webdav {
+        stop.send_replace(true);
+        let _ = task.await;
+    }
     service.shutdown().await;
+    if let Some(notifier) = notifier {
+        // The feed closes with the service: the notifier sends what is
+        // pending and ends.
+        let _ = notifier.await;
+    }
     api.stop().await;
     if let Some(handle) = mount {
         unmount(handle)?;
@@ -158,7 +262,7 @@ struct ApiServer {
 }
 
 impl ApiServer {
-    fn start(listener: Option<TcpListener>, backend: BackendSlot) -> Self {
+    fn start(listener: Option<TcpListener>, backend: BackendSlot, config: ApiConfig) -> Self {
         let stop = watch::Sender::new(false);
         let task = listener.map(|listener| {
             let address = listener
@@ -167,9 +271,14 @@ impl ApiServer {
                 .unwrap_or_default();
             tracing::info!(%address, "api listening");
             let mut stopped = stop.subscribe();
-            tokio::spawn(metafuse_api::serve(listener, backend, async move {
-                let _ = stopped.wait_for(|stopped| *stopped).await;
-            }))
+            tokio::spawn(metafuse_api::serve_with(
+                listener,
+                backend,
+                config,
+                async move {
+                    let _ = stopped.wait_for(|stopped| *stopped).await;
+                },
+            ))
         });
         ApiServer { stop, task }
     }
@@ -192,6 +301,17 @@ fn unmount(handle: Arc<MountHandle>) -> Result<(), CliError> {
             anyhow::anyhow!("the mount is still in use; not unmounted"),
         )),
     }
+}
+
+/// Parses the `--notify` specs; a bad one is a configuration error.
+fn notify_targets(specs: &[String]) -> Result<Vec<NotifierSpec>, CliError> {
+    specs
+        .iter()
+        .map(|spec| {
+            spec.parse::<NotifierSpec>()
+                .map_err(|error| CliError::new(ExitKind::Config, error))
+        })
+        .collect()
 }
 
 /// A preset or rules problem is configuration; the rest is the source.
