@@ -2,7 +2,6 @@
 //! optionally mount, wait for SIGINT/SIGTERM, stop cleanly.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use metafuse_api::BackendSlot;
@@ -11,51 +10,39 @@ use metafuse_service::Service;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{CommonArgs, FileConfig, MountArgs, Settings, resolve};
+use crate::config::{CommonArgs, MountArgs, Settings, load_file_config, resolve};
+use crate::exit::{CliError, ExitKind};
+use crate::logging::init_logging;
+use crate::sd_notify::{ServiceState, notify_service_manager};
 
-/// Exit codes (documented in docs/configuration.md).
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_REDIS: u8 = 3;
-pub const EXIT_MOUNT: u8 = 4;
-pub const EXIT_API: u8 = 5;
-
-/// A failure with the exit code it maps to.
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
+/// Resolves the settings from the flags, the process environment and the
+/// `--config` file.
+pub fn settings(common: &CommonArgs, mount: &MountArgs) -> Result<Settings, CliError> {
+    let file =
+        load_file_config(common.config.as_deref()).map_err(CliError::of(ExitKind::Config))?;
+    resolve(common, mount, |name| std::env::var(name).ok(), &file)
+        .map_err(CliError::of(ExitKind::Config))
 }
 
-fn failure(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
-    move |error| Failure { code, error }
-}
-
-pub fn settings(common: &CommonArgs, mount: &MountArgs) -> Result<Settings, Failure> {
-    let file = match &common.config {
-        Some(path) => FileConfig::load(path).map_err(failure(EXIT_CONFIG))?,
-        None => FileConfig::default(),
-    };
-    resolve(common, mount, |name| std::env::var(name).ok(), &file).map_err(failure(EXIT_CONFIG))
-}
-
-/// Runs until a signal; `mountpoint` is `None` for `serve`.
-pub fn run(settings: Settings, mountpoint: Option<PathBuf>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// `metafuse mount` and `metafuse serve`: resolves the settings, sets up
+/// logging, and runs until SIGINT/SIGTERM; `mountpoint` is `None` for `serve`.
+pub fn run_service(
+    common: &CommonArgs,
+    mount: &MountArgs,
+    mountpoint: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let settings = settings(common, mount)?;
+    init_logging(settings.log_format, "info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run_async(settings, mountpoint)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { code, error }) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(code)
-        }
-    }
+        .map_err(|error| {
+            CliError::new(
+                ExitKind::Failed,
+                anyhow::anyhow!("cannot start the async runtime: {error}"),
+            )
+        })?;
+    runtime.block_on(run_async(settings, mountpoint))
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
@@ -75,23 +62,25 @@ async fn stop_signal() {
     }
 }
 
-async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<(), Failure> {
+async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<(), CliError> {
     if let Some(mountpoint) = &mountpoint
         && !mountpoint.is_dir()
     {
-        return Err(Failure {
-            code: EXIT_CONFIG,
-            error: anyhow::anyhow!(
+        return Err(CliError::new(
+            ExitKind::Config,
+            anyhow::anyhow!(
                 "mountpoint {} does not exist or is not a directory",
                 mountpoint.display()
             ),
-        });
+        ));
     }
     // Bind before the (possibly long) bootstrap so a taken port fails fast.
     let listener = match settings.api_listen {
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| Failure {
-            code: EXIT_API,
-            error: anyhow::anyhow!("cannot listen for the api on {address}: {error}"),
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            CliError::new(
+                ExitKind::Api,
+                anyhow::anyhow!("cannot listen for the api on {address}: {error}"),
+            )
         })?),
         None => None,
     };
@@ -113,6 +102,7 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
             return Err(start_failure(error));
         }
         None => {
+            notify_service_manager(ServiceState::Stopping);
             api.stop().await;
             return Ok(());
         }
@@ -133,7 +123,7 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
                 Err(error) => {
                     service.shutdown().await;
                     api.stop().await;
-                    return Err(failure(EXIT_MOUNT)(anyhow::Error::new(error)));
+                    return Err(CliError::new(ExitKind::Mount, error));
                 }
             };
             let handle = Arc::new(handle);
@@ -147,8 +137,11 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     };
 
     backend.fill(service.backend());
+    // Mounted, or answering with the live tree: what `Type=notify` waits for.
+    notify_service_manager(ServiceState::Ready);
 
     stop.await;
+    notify_service_manager(ServiceState::Stopping);
     service.shutdown().await;
     api.stop().await;
     if let Some(handle) = mount {
@@ -190,28 +183,23 @@ impl ApiServer {
     }
 }
 
-fn unmount(handle: Arc<MountHandle>) -> Result<(), Failure> {
+fn unmount(handle: Arc<MountHandle>) -> Result<(), CliError> {
     // The service dropped its sink (holding the other reference) on shutdown.
     match Arc::try_unwrap(handle) {
-        Ok(handle) => handle
-            .unmount()
-            .map_err(|error| failure(EXIT_MOUNT)(anyhow::Error::new(error))),
-        Err(_) => Err(Failure {
-            code: EXIT_MOUNT,
-            error: anyhow::anyhow!("the mount is still in use; not unmounted"),
-        }),
+        Ok(handle) => handle.unmount().map_err(CliError::of(ExitKind::Mount)),
+        Err(_) => Err(CliError::new(
+            ExitKind::Mount,
+            anyhow::anyhow!("the mount is still in use; not unmounted"),
+        )),
     }
 }
 
-/// A preset or rules problem is configuration (2); the rest is Redis (3).
-fn start_failure(error: metafuse_service::ServiceError) -> Failure {
-    let code = match error {
+/// A preset or rules problem is configuration; the rest is the source.
+fn start_failure(error: metafuse_service::ServiceError) -> CliError {
+    let kind = match error {
         metafuse_service::ServiceError::UnknownPreset(_)
-        | metafuse_service::ServiceError::ReadRules { .. } => EXIT_CONFIG,
-        _ => EXIT_REDIS,
+        | metafuse_service::ServiceError::ReadRules { .. } => ExitKind::Config,
+        _ => ExitKind::Source,
     };
-    Failure {
-        code,
-        error: error.into(),
-    }
+    CliError::new(kind, error)
 }
