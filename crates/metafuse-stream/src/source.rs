@@ -7,8 +7,7 @@ use hashbrown::HashSet;
 use metafuse_rules::RelevantProperties;
 use metafuse_source::{BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, Timings};
 use metafuse_state::{
-    EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, file_key,
-    index_key,
+    EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, index_key,
 };
 use redis::Value;
 use redis::aio::ConnectionLike;
@@ -383,13 +382,12 @@ impl Source {
         let prefix = self.prefix.clone();
         let exact_names = names.clone();
         let producer = tokio::spawn(async move {
+            let mut buffer = String::new();
             for files in hash_ids.chunks(FILES_PER_SNAPSHOT_BATCH) {
                 let mut keys = Vec::with_capacity(files.len() * exact_names.len());
                 for hash_id in files {
                     for name in &exact_names {
-                        if let Ok(key) =
-                            RelevantKey::parse(file_key(&prefix, hash_id, name), &prefix)
-                        {
+                        if let Ok(key) = RelevantKey::build(&mut buffer, &prefix, hash_id, name) {
                             keys.push(key);
                         }
                     }
@@ -466,12 +464,22 @@ impl Source {
     pub async fn fetch_plan(&mut self, plan: &FetchPlan) -> Result<FetchedValues, StreamError> {
         self.ensure_connected().await?;
         let mut fetched = FetchedValues::default();
-        let keys: Vec<RelevantKey> = plan
-            .exact_keys(&self.prefix)
-            .filter_map(|(_, _, key)| RelevantKey::parse(key, &self.prefix).ok())
-            .collect();
-        for chunk in keys.chunks(FILES_PER_SNAPSHOT_BATCH * 16) {
-            fetched.extend(fetch_values(&mut self.connection, chunk.to_vec()).await?);
+        // Keys built chunk by chunk into one reused buffer: neither every
+        // key of the plan at once nor a copy of each chunk.
+        let chunk_size = FILES_PER_SNAPSHOT_BATCH * 16;
+        let n_properties = plan.properties.len();
+        let n_pairs = plan.hash_ids.len() * n_properties;
+        let mut buffer = String::new();
+        for start in (0..n_pairs).step_by(chunk_size) {
+            let mut chunk = Vec::with_capacity(chunk_size.min(n_pairs - start));
+            for index in start..n_pairs.min(start + chunk_size) {
+                let hash_id = &plan.hash_ids[index / n_properties];
+                let property = &plan.properties[index % n_properties];
+                if let Ok(key) = RelevantKey::build(&mut buffer, &self.prefix, hash_id, property) {
+                    chunk.push(key);
+                }
+            }
+            fetched.extend(fetch_values(&mut self.connection, chunk).await?);
         }
         for name in &plan.nested_prefixes {
             let pattern = format!(
