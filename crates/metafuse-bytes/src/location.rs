@@ -72,7 +72,10 @@ impl SourceLocation {
     /// stores it: a non-UTF-8 path is kept there in an escaped form
     /// ([`metafuse_state::file_path_bytes`] gives its exact bytes back).
     pub fn resolve_stored(files_root: &Path, stored_file_path: &str) -> Result<Self, PathRefused> {
-        Self::resolve_bytes(files_root, &metafuse_state::file_path_bytes(stored_file_path))
+        Self::resolve_bytes(
+            files_root,
+            &metafuse_state::file_path_bytes(stored_file_path),
+        )
     }
 
     fn resolve_bytes(files_root: &Path, file_path: &[u8]) -> Result<Self, PathRefused> {

@@ -371,9 +371,9 @@ pub fn resolve(
     };
     let webdav_listen = webdav_address
         .map(|address| {
-            address.parse::<SocketAddr>().with_context(|| {
-                format!("invalid WebDAV address {address:?}: expected HOST:PORT")
-            })
+            address
+                .parse::<SocketAddr>()
+                .with_context(|| format!("invalid WebDAV address {address:?}: expected HOST:PORT"))
         })
         .transpose()?;
     let webdav_no_auth = common.webdav_no_auth || file.webdav_no_auth.unwrap_or(false);

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use metafuse_api::{ApiConfig, BackendSlot};
 use metafuse_bytes::ByteSources;
-use metafuse_notify::{NotifierSpec, Notifier, NotifyConfig};
+use metafuse_fuse::{MountHandle, MountOptions};
+use metafuse_notify::{Notifier, NotifierSpec, NotifyConfig};
+use metafuse_service::Service;
 use metafuse_service::{Registration, RegistrationConfig};
 use metafuse_webdav::{TokenStore, WebdavAuth, WebdavServer};
-use metafuse_fuse::{MountHandle, MountOptions};
-use metafuse_service::Service;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
