@@ -13,6 +13,7 @@ mod guard;
 mod prometheus;
 mod router;
 mod server;
+mod state;
 mod static_files;
 mod timestamp;
 mod webdav_tokens;
@@ -24,6 +25,7 @@ pub use backend::{
 };
 pub use config::ApiConfig;
 pub use error::ApiError;
-pub use server::{BackendSlot, serve, serve_with};
+pub use server::{serve, serve_with};
+pub use state::BackendSlot;
 pub use timestamp::rfc3339_millis;
 pub use webdav_tokens::install_webdav_tokens;

@@ -15,7 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::backend::{Backend, Health, HealthStatus, ServiceList, SourceState, StreamHealth};
 use crate::error::ApiError;
 use crate::prometheus;
-use crate::server::ServerState;
+use crate::state::ServerState;
 use crate::timestamp::rfc3339_millis;
 use crate::{guard, static_files};
 

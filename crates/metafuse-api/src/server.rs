@@ -12,55 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::backend::Backend;
 use crate::config::ApiConfig;
 use crate::router::handle;
-
-/// Where the server finds its backend. A slot can start empty, so the API
-/// answers while the service is still waiting for a leader or for Redis, or
-/// bootstrapping: health then reports `starting` and the other routes 503.
-/// [`BackendSlot::fill`] makes the backend live for every connection at once.
-#[derive(Clone)]
-pub struct BackendSlot(watch::Sender<Option<Arc<dyn Backend>>>);
-
-impl BackendSlot {
-    /// A slot with no backend yet.
-    pub fn empty() -> Self {
-        BackendSlot(watch::Sender::new(None))
-    }
-
-    /// Serves `backend` from now on.
-    pub fn fill(&self, backend: Arc<dyn Backend>) {
-        self.0.send_replace(Some(backend));
-    }
-
-    pub(crate) fn current(&self) -> Option<Arc<dyn Backend>> {
-        self.0.borrow().clone()
-    }
-}
-
-impl From<Arc<dyn Backend>> for BackendSlot {
-    fn from(backend: Arc<dyn Backend>) -> Self {
-        BackendSlot(watch::Sender::new(Some(backend)))
-    }
-}
-
-impl<B: Backend> From<Arc<B>> for BackendSlot {
-    fn from(backend: Arc<B>) -> Self {
-        BackendSlot(watch::Sender::new(Some(backend)))
-    }
-}
-
-impl std::fmt::Debug for BackendSlot {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.0.borrow().is_some() {
-            "filled"
-        } else {
-            "empty"
-        };
-        formatter.debug_tuple("BackendSlot").field(&state).finish()
-    }
-}
+use crate::state::{BackendSlot, ServerState};
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop
 /// does not spin.
@@ -71,14 +25,6 @@ const MAX_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// What a connection over [`ApiConfig::max_connections`] gets before it is
 /// closed: nothing is read from it, nothing waits.
 const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 53\r\n\r\n{\"error\":\"too many connections; retry in a moment\"}\r\n";
-
-/// What every connection shares: the backend, the limits, and the budget
-/// of request bytes buffered at once.
-pub(crate) struct ServerState {
-    pub(crate) backend: BackendSlot,
-    pub(crate) config: ApiConfig,
-    pub(crate) body_budget: Arc<Semaphore>,
-}
 
 /// Serves the API on `listener` with the default [`ApiConfig`] until
 /// `shutdown` resolves; see [`serve_with`].

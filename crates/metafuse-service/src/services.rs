@@ -5,13 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::StatusCode;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use metafuse_api::{ServiceEntry, ServiceList};
+use metafuse_http::{HttpClient, HttpClientConfig};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -79,38 +74,23 @@ async fn fetch_services(api_url: &str) -> ServiceList {
 
 /// One GET: `Ok(None)` for 404, the JSON body for 200, an error otherwise.
 async fn get_json(url: &str) -> Result<Option<Value>, String> {
-    // TODO(metafuse-http): use the shared client once it is merged.
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|error| format!("invalid url {url}: {error}"))?;
-    let exchange = async {
-        let response = client.get(uri).await.map_err(|error| format!("{error}"))?;
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
-        }
-        let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY_BYTES)
-            .collect()
-            .await
-            .map_err(|error| format!("reading {url}: {error}"))?
-            .to_bytes();
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|error| format!("{url} is not json: {error}"))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    let client = HttpClient::new(HttpClientConfig {
+        connect_timeout: REQUEST_TIMEOUT,
+        response_timeout: REQUEST_TIMEOUT,
+        max_body_bytes: MAX_REPLY_BYTES,
+        ..HttpClientConfig::default()
+    });
+    let response = client
+        .get(url, &[("accept", "application/json")])
         .await
-        .map_err(|_| {
-            format!(
-                "{url} did not answer within {} s",
-                REQUEST_TIMEOUT.as_secs()
-            )
-        })?
+        .map_err(|error| error.to_string())?;
+    match response.status {
+        404 => Ok(None),
+        200..=299 => serde_json::from_slice(&response.body)
+            .map(Some)
+            .map_err(|error| format!("{url} is not json: {error}")),
+        status => Err(format!("{url} answered {status}")),
+    }
 }
 
 fn text(value: &Value, field: &str) -> Option<String> {
