@@ -5,19 +5,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use metafuse_http::{HttpClient, HttpClientConfig};
 use serde_json::{Value, json};
 
 use crate::exit::{CliError, ExitKind};
 
 /// A stuck instance must not hang the operator's terminal.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// A bad URL is configuration; an instance that cannot be reached or
 /// answers badly fails the command.
@@ -30,7 +24,11 @@ pub(crate) async fn run(base_url: &str, as_json: bool) -> Result<(), CliError> {
 
 async fn ask(base_url: &str, as_json: bool) -> anyhow::Result<()> {
     let base_url = base_url.to_owned();
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = HttpClient::new(HttpClientConfig {
+        connect_timeout: REQUEST_TIMEOUT,
+        response_timeout: REQUEST_TIMEOUT,
+        ..HttpClientConfig::default()
+    });
     let (stats, health) = tokio::join!(
         get_json(&client, &base_url, "/api/fuse/stats"),
         get_json(&client, &base_url, "/api/fuse/health"),
@@ -69,32 +67,19 @@ fn normalise_base_url(base_url: &str) -> anyhow::Result<String> {
 
 async fn get_json(client: &HttpClient, base_url: &str, route: &str) -> anyhow::Result<Value> {
     let url = format!("{base_url}{route}");
-    let uri: hyper::Uri = url
-        .parse()
-        .with_context(|| format!("invalid api url {url:?}"))?;
-    let exchange = async {
-        let response = client
-            .get(uri)
-            .await
-            .with_context(|| format!("cannot reach metafuse at {url}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .with_context(|| format!("cannot read the response of {url}"))?
-            .to_bytes();
-        if !status.is_success() {
-            bail!(
-                "{url} answered {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            );
-        }
-        serde_json::from_slice::<Value>(&body).with_context(|| format!("{url} did not answer JSON"))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    let response = client
+        .get(&url, &[("accept", "application/json")])
         .await
-        .with_context(|| format!("no answer from {url} within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot reach metafuse at {url}"))?;
+    if !(200..300).contains(&response.status) {
+        bail!(
+            "{url} answered {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body).trim()
+        );
+    }
+    serde_json::from_slice::<Value>(&response.body)
+        .with_context(|| format!("{url} did not answer JSON"))
 }
 
 /// The table of `--api`: one figure per line, `unknown` for what the
