@@ -201,6 +201,11 @@ impl Inner {
         self.applied.send_replace(event_id);
     }
 
+    /// A receiver marked changed whenever a position is applied.
+    pub(crate) fn watch_applied(&self) -> watch::Receiver<String> {
+        self.applied.subscribe()
+    }
+
     /// The id of the last event applied to the tree.
     pub(crate) fn applied_event_id(&self) -> String {
         self.applied.borrow().clone()

@@ -210,6 +210,13 @@ impl Service {
         self.inner.applied_event_id()
     }
 
+    /// The id of the last event applied, as it moves: every applied batch
+    /// and every rebuild marks it changed (even with the same id), also
+    /// when nothing visible changed.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<String> {
+        self.inner.watch_applied()
+    }
+
     /// Waits until the event `event_id` (for Redis an `XADD` id) or a later
     /// one has been applied and its invalidations delivered.
     pub async fn wait_until_applied(&self, event_id: &str) {
