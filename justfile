@@ -18,7 +18,7 @@ demo-check:
     cargo build --release --quiet --bin metafuse --bin metafuse-stats --bin metafuse-bench
     DEMO_NO_WAIT=1 scripts/demo.sh
 
-# Every test of the workspace (starts private redis-servers; FUSE tests need root and /dev/fuse).
+# Every test of the workspace, the tidy test among them (starts private redis-servers; FUSE tests need root and /dev/fuse, and skip saying so without).
 test:
     scripts/ensure-deps.sh
     cargo test --workspace --all-targets --no-fail-fast
@@ -39,6 +39,28 @@ bench-e2e files="100000":
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# API docs of every crate; a broken link or missing doc fails.
+doc:
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+# The conventions no compiler checks: pure core crates, code map = crates, packageable manifests.
+tidy:
+    cargo test -p metafuse-testkit --test tidy
+
+# Every library crate packages, and the core crates build from their packages alone.
+package-check:
+    scripts/package-check.sh
+
+# What CI runs (.ci/run): lint, doc, every test (unit, integration, doc, tidy), packaging. METAFUSE_REQUIRE_FUSE=1: FUSE tests fail rather than skip.
+ci:
+    scripts/ensure-deps.sh
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+    cargo test --workspace --all-targets --no-fail-fast
+    cargo test --workspace --doc
+    scripts/package-check.sh
 
 # Format the code.
 fmt:

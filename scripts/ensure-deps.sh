@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# Installs what metafuse's tests and demo need and a fresh Debian/Ubuntu
-# machine lacks: redis-server (tests start private instances of it) and the
-# FUSE kernel device. Safe to run again: it only installs what is missing.
+# Installs what metafuse's tests, CI and demo need and a fresh Debian/Ubuntu
+# machine lacks; safe to run again: it only installs what is missing.
+#   redis-server   tests start private instances of it
+#   fusermount3    (fuse3) FUSE mounts; the kernel device must exist too
+#   rclone, litmus, cadaver, curl   real WebDAV/HTTP clients the tests drive
+#   man, groff     (man-db, groff-base) rendering the shipped man pages
+#   just           the task runner (`just ci`); not packaged in Debian 12
 set -euo pipefail
 
+# command → Debian package that provides it
+declare -A package_of=(
+    [redis-server]=redis-server
+    [fusermount3]=fuse3
+    [rclone]=rclone
+    [litmus]=litmus
+    [cadaver]=cadaver
+    [curl]=curl
+    [man]=man-db
+    [groff]=groff-base
+)
+
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+for command in "${!package_of[@]}"; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("${package_of[$command]}")
+done
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -17,8 +35,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (apt-get)..." >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-    # The package starts a system-wide redis on port 6379; our tests and the
-    # demo start their own private instances and do not need it.
+    # The redis package starts a system-wide redis on port 6379; our tests
+    # and the demo start their own private instances and do not need it.
+fi
+
+if ! command -v just >/dev/null 2>&1; then
+    # `just` ships as a binary inside the rust-just package on PyPI; building
+    # it from crates.io is the slower fallback.
+    echo "installing just..." >&2
+    pip install --quiet rust-just 2>/dev/null || true
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+    hash -r
+    command -v just >/dev/null 2>&1 || cargo install --locked just
 fi
 
 if [ ! -e /dev/fuse ]; then

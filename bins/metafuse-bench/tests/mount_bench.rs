@@ -15,6 +15,7 @@ const READ_MIB: u64 = 1;
 
 #[test]
 fn every_scenario_sees_its_writes_and_cleans_up() -> Result<(), Box<dyn std::error::Error>> {
+    metafuse_testkit::require_fuse!(Ok(()));
     let redis = RedisServer::start()?;
     let files_root = tempfile::tempdir()?;
     let mountpoint = tempfile::tempdir()?;

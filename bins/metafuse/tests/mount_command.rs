@@ -7,6 +7,7 @@ use metafuse_testkit::{MountingChild, RedisServer, Writer, is_mounted};
 
 #[test]
 fn sigterm_unmounts_and_exits_zero() {
+    metafuse_testkit::require_fuse!();
     let redis = RedisServer::start().expect("redis");
     let mut connection = redis.client().get_connection().expect("connect");
     let directory = tempfile::tempdir().expect("tempdir");

@@ -129,16 +129,16 @@ fn render_prints_one_path_per_line_with_each_preset() {
             "Shows/Dark/Season 01/S01E03.mkv\nMovies/Heat (1995)/Heat (1995).mkv\n",
         ),
     ];
+    let mut table = metafuse_testkit::TableCheck::new();
     for (preset, expected) in cases {
         let output = metafuse(&["rules", "render", "--preset", preset], input);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{preset}: {}",
-            text(&output.stderr)
+        table.check_eq(
+            (output.status.code(), text(&output.stdout)),
+            (Some(0), expected.to_owned()),
+            format!("{preset} (stderr: {})", text(&output.stderr)),
         );
-        assert_eq!(text(&output.stdout), expected, "{preset}");
     }
+    drop(table);
     let output = metafuse(
         &[
             "rules",

@@ -21,14 +21,16 @@ const CHILD_READY_LINE: &str = "metafuse-test-child: mounted";
 /// the mount-table change event.
 const UNMOUNT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs only in the child: mounts the test library on the given
+/// Not a test of its own: the child that `a_killed_process_leaves_no_dead_mount`
+/// starts (with `--ignored`). Mounts the test library on the given
 /// mountpoint, says so, then blocks until killed (or until the parent
 /// closes stdin, then unmounts cleanly).
 #[test]
+#[ignore = "helper: runs only as the child of a_killed_process_leaves_no_dead_mount"]
 fn child_mounts_and_blocks_until_killed() {
-    let Some(mountpoint) = std::env::var_os(CHILD_MOUNTPOINT_VARIABLE) else {
-        return;
-    };
+    let mountpoint = std::env::var_os(CHILD_MOUNTPOINT_VARIABLE).unwrap_or_else(|| {
+        panic!("run only as the child of a_killed_process_leaves_no_dead_mount, which sets {CHILD_MOUNTPOINT_VARIABLE}")
+    });
     let mut fixture = Fixture::new(&support::library_files());
     fixture.mountpoint = tempfile::TempDir::new().expect("placeholder");
     let handle = fixture.mount_with(|options| options.mountpoint = PathBuf::from(&mountpoint));
@@ -70,12 +72,14 @@ fn await_unmounted(mountpoint: &Path, deadline: Instant) -> bool {
 
 #[test]
 fn a_killed_process_leaves_no_dead_mount() {
+    metafuse_testkit::require_fuse!();
     let mountpoint_directory = tempfile::tempdir().expect("mountpoint");
     let mountpoint = mountpoint_directory.path().to_path_buf();
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
             "child_mounts_and_blocks_until_killed",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

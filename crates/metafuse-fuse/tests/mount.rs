@@ -17,6 +17,7 @@ use support::{
 
 #[test]
 fn the_mount_lists_exactly_the_library_and_reads_every_byte() {
+    metafuse_testkit::require_fuse!();
     let fixture = Fixture::new(&library_files());
     for passthrough in [false, true] {
         let handle = fixture.mount(passthrough);
@@ -95,6 +96,7 @@ fn the_mount_lists_exactly_the_library_and_reads_every_byte() {
 
 #[test]
 fn live_changes_are_visible_right_after_invalidate() {
+    metafuse_testkit::require_fuse!();
     let fixture = Fixture::new(&library_files());
     let handle = fixture.mount(false);
     let heat = fixture.at("/Movies/Heat (1995)/Heat (1995).mkv");
@@ -146,6 +148,7 @@ fn live_changes_are_visible_right_after_invalidate() {
 
 #[test]
 fn every_write_attempt_is_refused_as_read_only() {
+    metafuse_testkit::require_fuse!();
     let fixture = Fixture::new(&library_files());
     let _handle = fixture.mount(true);
     let existing = fixture.at("/Movies/Heat (1995)/Heat (1995).mkv");
@@ -183,6 +186,7 @@ fn every_write_attempt_is_refused_as_read_only() {
 
 #[test]
 fn a_missing_source_stays_listed_and_reads_give_eio() {
+    metafuse_testkit::require_fuse!();
     let mut files = library_files();
     files.push(SourceFile {
         hash_id: "9999000088888888",
@@ -208,6 +212,7 @@ fn a_missing_source_stays_listed_and_reads_give_eio() {
 
 #[test]
 fn unmount_leaves_no_mount_behind() {
+    metafuse_testkit::require_fuse!();
     let fixture = Fixture::new(&library_files());
     let handle = fixture.mount(true);
     assert!(is_mounted(fixture.mountpoint.path()));

@@ -275,6 +275,7 @@ fn mounted_path(fixture: &Fixture, hash_id: &str) -> std::path::PathBuf {
 
 #[test]
 fn remote_files_read_byte_identical_over_few_connections() {
+    metafuse_testkit::require_fuse!();
     for style in [
         ResponseStyle::Ranged,
         ResponseStyle::Chunked,
@@ -297,6 +298,7 @@ fn remote_files_read_byte_identical_over_few_connections() {
                 )
             })
             .collect();
+        let mut table = metafuse_testkit::TableCheck::new();
         for (file, source) in &opened {
             let length = source.len();
             for offset in [
@@ -310,14 +312,20 @@ fn remote_files_read_byte_identical_over_few_connections() {
                 length + 5_000,
             ] {
                 let mut buffer = vec![0; 10_000];
-                let n_read = file.read_at(&mut buffer, offset as u64).expect("pread");
                 let start = offset.min(length);
                 let end = (offset + 10_000).min(length);
-                assert_eq!(
-                    &buffer[..n_read],
-                    &source[start..end],
-                    "{style:?} at {offset}"
-                );
+                // Bytes are compared, not printed: a failing row names its
+                // place and the lengths.
+                match file.read_at(&mut buffer, offset as u64) {
+                    Ok(n_read) => table.check(
+                        buffer[..n_read] == source[start..end],
+                        format!(
+                            "{style:?} at {offset}: {n_read} bytes read, expected {} equal bytes",
+                            end - start
+                        ),
+                    ),
+                    Err(error) => table.check(false, format!("{style:?} at {offset}: {error}")),
+                }
             }
         }
         for file in &files {
@@ -346,6 +354,7 @@ fn remote_files_read_byte_identical_over_few_connections() {
 
 #[test]
 fn a_file_missing_on_the_server_stays_listed_and_reads_give_eio() {
+    metafuse_testkit::require_fuse!();
     let files = remote_files();
     let fixture = Fixture::new(&files);
     let empty_root = tempfile::tempdir().expect("files root");
@@ -383,6 +392,7 @@ fn a_file_missing_on_the_server_stays_listed_and_reads_give_eio() {
 
 #[test]
 fn a_vanished_server_gives_eio_and_the_mount_stays_up() {
+    metafuse_testkit::require_fuse!();
     let files = remote_files();
     let fixture = Fixture::new(&files);
     let empty_root = tempfile::tempdir().expect("files root");
@@ -409,6 +419,7 @@ fn a_vanished_server_gives_eio_and_the_mount_stays_up() {
 
 #[test]
 fn an_undecodable_response_gives_eio() {
+    metafuse_testkit::require_fuse!();
     let files = remote_files();
     let fixture = Fixture::new(&files);
     let empty_root = tempfile::tempdir().expect("files root");

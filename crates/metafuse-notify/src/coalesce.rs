@@ -300,6 +300,8 @@ mod tests {
         ChangeBatch {
             cause: ChangeCause::Event,
             changes,
+            invalidations: Vec::new(),
+            sequence: 0,
         }
     }
 
@@ -406,6 +408,8 @@ mod tests {
                     change(PathChangeKind::Added, "A/y", false),
                     change(PathChangeKind::Added, "B/z", false),
                 ],
+                invalidations: Vec::new(),
+                sequence: 0,
             },
             now,
         );

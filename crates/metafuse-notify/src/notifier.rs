@@ -189,6 +189,8 @@ impl NotifierHandle {
                         self.push(Arc::new(ChangeBatch {
                             cause: ChangeCause::Resync,
                             changes: Vec::new(),
+                            invalidations: Vec::new(),
+                            sequence: 0,
                         }));
                     }
                     Err(broadcast::error::RecvError::Closed) => break,

@@ -163,7 +163,12 @@ fn change(kind: PathChangeKind, path: &str, is_directory: bool) -> PathChange {
 }
 
 fn batch(cause: ChangeCause, changes: Vec<PathChange>) -> Arc<ChangeBatch> {
-    Arc::new(ChangeBatch { cause, changes })
+    Arc::new(ChangeBatch {
+        cause,
+        changes,
+        invalidations: Vec::new(),
+        sequence: 0,
+    })
 }
 
 /// What the tree reports when one episode of a new show appears.

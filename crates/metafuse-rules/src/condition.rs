@@ -4,9 +4,9 @@
 use regex::Regex;
 use serde_json::Value;
 
+use crate::diagnostic::Severity;
 use crate::document::Condition;
 use crate::metadata::{Field, FieldValue, Metadata};
-use crate::validate::Severity;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Test {

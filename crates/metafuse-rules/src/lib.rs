@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod condition;
+mod diagnostic;
 mod document;
 mod metadata;
 mod relevant;
@@ -27,6 +28,7 @@ mod sanitize;
 mod template;
 mod validate;
 
+pub use crate::diagnostic::{Diagnostic, Severity};
 pub use crate::document::{
     Condition, ConditionGroup, ConditionLeaf, ConditionSpelling, Format, MAX_DOCUMENT_BYTES,
     ParseError, Rule, RulesDocument, SerializeError,
@@ -34,4 +36,4 @@ pub use crate::document::{
 pub use crate::metadata::{CORE_PROPERTIES, FieldValue, Metadata};
 pub use crate::relevant::RelevantProperties;
 pub use crate::rules::{InvalidRules, PRESET_NAMES, Rendered, Rules, UnknownPreset};
-pub use crate::validate::{Diagnostic, MAX_TEMPLATE_BYTES, Severity, validate};
+pub use crate::validate::{MAX_TEMPLATE_BYTES, validate};

@@ -506,6 +506,8 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use metafuse_testkit::TableCheck;
+
     use super::*;
 
     #[test]
@@ -521,8 +523,9 @@ mod tests {
             ("2024-02-29T12:34:56Zjunk", None),
             ("yesterday", None),
         ];
+        let mut table = TableCheck::new();
         for (text, expected) in cases {
-            assert_eq!(parse_time_ms(text), expected, "{text}");
+            table.check_eq(parse_time_ms(text), expected, text);
         }
     }
 
@@ -537,8 +540,9 @@ mod tests {
             ("", None),
             ("-", None),
         ];
+        let mut table = TableCheck::new();
         for (text, expected) in cases {
-            assert_eq!(parse_leading_integer(text), expected, "{text}");
+            table.check_eq(parse_leading_integer(text), expected, text);
         }
     }
 }

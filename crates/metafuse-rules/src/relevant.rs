@@ -98,6 +98,8 @@ impl RelevantProperties {
 
 #[cfg(test)]
 mod tests {
+    use metafuse_testkit::TableCheck;
+
     use super::*;
 
     #[test]
@@ -119,8 +121,9 @@ mod tests {
             ("filePath", true),
             ("", false),
         ];
+        let mut table = TableCheck::new();
         for (property, expected) in cases {
-            assert_eq!(relevant.is_relevant(property), expected, "{property}");
+            table.check_eq(relevant.is_relevant(property), expected, property);
         }
     }
 

@@ -3,18 +3,19 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::diagnostic::{Diagnostic, Severity};
 use crate::document::RulesDocument;
 use crate::metadata::Metadata;
 use crate::relevant::RelevantProperties;
 use crate::sanitize::{finish_path, push_value};
-use crate::validate::{CompiledDocument, CompiledRule, Diagnostic, Severity, compile_document};
+use crate::validate::{CompiledDocument, CompiledRule, compile_document};
 
 /// Names accepted by [`Rules::preset`].
 pub const PRESET_NAMES: &[&str] = &["default", "plex", "jellyfin"];
 
-const PRESET_DEFAULT: &str = include_str!("../../../fixtures/rules/default.json");
-const PRESET_PLEX: &str = include_str!("../../../fixtures/rules/plex.json");
-const PRESET_JELLYFIN: &str = include_str!("../../../fixtures/rules/jellyfin.json");
+const PRESET_DEFAULT: &str = include_str!("../presets/default.json");
+const PRESET_PLEX: &str = include_str!("../presets/plex.json");
+const PRESET_JELLYFIN: &str = include_str!("../presets/jellyfin.json");
 
 /// A document with errors; nothing of it was loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]

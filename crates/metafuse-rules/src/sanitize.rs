@@ -126,6 +126,8 @@ fn cut_points(component: &[u8]) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use metafuse_testkit::TableCheck;
+
     use super::*;
 
     #[test]
@@ -138,8 +140,9 @@ mod tests {
             ("a/../..", "h", "a/_/_"),
             ("///", "", "_"),
         ];
+        let mut table = TableCheck::new();
         for (raw, hash, expected) in cases {
-            assert_eq!(finish_path(raw.to_owned(), hash), expected, "{raw}");
+            table.check_eq(finish_path(raw.to_owned(), hash), expected, raw);
         }
     }
 

@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
+use crate::diagnostic::Severity;
 use crate::metadata::{Field, FieldValue, Metadata};
 use crate::sanitize::{push_value, push_value_char, sanitize_literal};
-use crate::validate::Severity;
 
 /// A parsed template.
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@ mod support;
 use metafuse_rules::{
     Condition, ConditionSpelling, Format, PRESET_NAMES, Rules, RulesDocument, Severity, validate,
 };
+use metafuse_testkit::TableCheck;
 use serde_json::json;
 
 fn reference_rules(name: &str) -> Option<String> {
@@ -28,7 +29,7 @@ fn reference_rules(name: &str) -> Option<String> {
 fn reference_files_load_unchanged_and_save_back_identically() {
     for name in ["default", "plex", "jellyfin"] {
         let Some(text) = reference_rules(name) else {
-            return;
+            continue;
         };
         let document = RulesDocument::parse(&text, Format::Json).expect("reference file parses");
         let rules =
@@ -66,7 +67,7 @@ fn shipped_presets_match_the_reference_except_the_quoted_plex_fallback() {
             preset.warnings()
         );
         let Some(text) = reference_rules(name) else {
-            return;
+            continue;
         };
         let reference = RulesDocument::parse_auto(&text).expect("reference parses");
         let expected = reference
@@ -127,7 +128,7 @@ fn unknown_fields_survive_a_round_trip_in_both_formats() {
 
 #[test]
 fn toml_documents_of_the_same_shape_load() {
-    let example = include_str!("../../../fixtures/rules/example.toml");
+    let example = include_str!("example.toml");
     assert_eq!(RulesDocument::detect_format(example), Format::Toml);
     let document = RulesDocument::parse(example, Format::Toml).expect("example parses");
     let rules = Rules::compile(document).unwrap_or_else(|invalid| panic!("{invalid}"));
@@ -168,9 +169,15 @@ fn malformed_documents_are_parse_errors_naming_the_problem() {
         ("rules = 3", "invalid toml rules document"),
         ("rules = [", "invalid toml rules document"),
     ];
+    let mut table = TableCheck::new();
     for (text, expected) in cases {
-        let error = RulesDocument::parse_auto(text).expect_err(text).to_string();
-        assert!(error.contains(expected), "{text}: {error}");
+        match RulesDocument::parse_auto(text) {
+            Ok(_) => table.check(false, format!("{text}: parsed, expected an error")),
+            Err(error) => {
+                let error = error.to_string();
+                table.check(error.contains(expected), format!("{text}: {error}"));
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 use std::borrow::Cow;
 
 use metafuse_rules::{FieldValue, Metadata};
+use metafuse_testkit::TableCheck;
 use serde_json::json;
 use support::{render_template, rules_from_json};
 
@@ -123,11 +124,12 @@ fn template_syntax_rows() {
             Some("MKV"),
         ),
     ];
+    let mut table = TableCheck::new();
     for (template, properties, expected) in cases {
-        assert_eq!(
+        table.check_eq(
             render_template(template, properties).as_deref(),
             *expected,
-            "template {template:?} with {properties:?}"
+            format!("template {template:?} with {properties:?}"),
         );
     }
 }
@@ -304,11 +306,12 @@ fn condition_rows() {
             true,
         ),
     ];
+    let mut table = TableCheck::new();
     for (condition, expected) in cases {
-        assert_eq!(
+        table.check_eq(
             condition_matches(condition.clone(), episode),
             *expected,
-            "{condition}"
+            condition,
         );
     }
 }
@@ -430,9 +433,14 @@ fn typed_view_rows() {
         (&[("genre", "Drama")], "genre", text("Drama")),
         (&[("genre", "")], "genre", None),
     ];
+    let mut table = TableCheck::new();
     for (properties, field, expected) in cases {
         let metadata = Metadata::new(properties.iter().copied());
-        assert_eq!(metadata.get(field), *expected, "{field} of {properties:?}");
+        table.check_eq(
+            metadata.get(field),
+            expected.clone(),
+            format!("{field} of {properties:?}"),
+        );
     }
 }
 
@@ -522,16 +530,17 @@ fn path_hygiene_rows() {
             "Amélie — L'été (2001) #1 & co. 日本",
         ),
     ];
+    let mut table = TableCheck::new();
     for (template, properties, expected) in cases {
-        let rendered = render_template(template, properties).expect("template renders");
         let expected = if expected.starts_with("ÄÄ") {
             format!("Movies/{expected}")
         } else {
             (*expected).to_owned()
         };
-        assert_eq!(
-            rendered, expected,
-            "template {template:?} with {properties:?}"
+        table.check_eq(
+            render_template(template, properties),
+            Some(expected),
+            format!("template {template:?} with {properties:?}"),
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The shipped presets on a realistic sample, and the properties they make relevant.
 
 use metafuse_rules::{Metadata, Rules};
+use metafuse_testkit::TableCheck;
 
 type Properties = &'static [(&'static str, &'static str)];
 
@@ -303,15 +304,16 @@ const SAMPLE: &[Row] = &[
 fn presets_render_a_realistic_sample() {
     let presets = [("default", 0), ("plex", 1), ("jellyfin", 2)]
         .map(|(name, column)| (name, column, Rules::preset(name).expect("shipped preset")));
+    let mut table = TableCheck::new();
     for (description, properties, default, plex, jellyfin) in SAMPLE {
         let metadata = Metadata::new(properties.iter().copied());
         for (name, column, rules) in &presets {
             let (expected_path, expected_rule) = [default, plex, jellyfin][*column];
             let rendered = rules.render("0123456789abcdef", &metadata);
-            assert_eq!(
+            table.check_eq(
                 (rendered.path.as_str(), rendered.rule_id),
                 (*expected_path, *expected_rule),
-                "{name} preset, {description}"
+                format!("{name} preset, {description}"),
             );
         }
     }

@@ -285,6 +285,7 @@ fn read_continuously(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mount_follows_a_new_leader_without_a_failed_read() {
+    metafuse_testkit::require_fuse!();
     let (library_a, library_b) = libraries();
     let tree_a = expected_tree(&library_a);
     let tree_b = expected_tree(&library_b);

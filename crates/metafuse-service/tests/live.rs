@@ -86,6 +86,7 @@ fn list_files(root: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_changes_reach_the_mount_at_once() {
+    metafuse_testkit::require_fuse!();
     let redis = RedisServer::start().expect("redis");
     let mut connection = redis.client().get_connection().expect("connect");
     let setup = setup();
@@ -178,6 +179,7 @@ async fn live_changes_reach_the_mount_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collisions_keep_every_file_and_survive_a_restart() {
+    metafuse_testkit::require_fuse!();
     let redis = RedisServer::start().expect("redis");
     let mut connection = redis.client().get_connection().expect("connect");
     let setup = setup();
@@ -251,6 +253,7 @@ async fn collisions_keep_every_file_and_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mount_survives_redis_going_away_and_converges_after() {
+    metafuse_testkit::require_fuse!();
     let mut redis = RedisServer::start_persistent().expect("redis");
     let mut connection = redis.client().get_connection().expect("connect");
     let setup = setup();
@@ -297,6 +300,7 @@ async fn the_mount_survives_redis_going_away_and_converges_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_change_over_http_and_a_corrupt_file_is_reported_and_kept() {
+    metafuse_testkit::require_fuse!();
     let redis = RedisServer::start().expect("redis");
     let mut connection = redis.client().get_connection().expect("connect");
     let setup = setup();

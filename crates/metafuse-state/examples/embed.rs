@@ -1,13 +1,12 @@
 //! Another service embedding the projection: feed it values (here from a
-//! plain list; in practice from `metafuse-stream`), react to deltas.
+//! plain list; in practice from a metafuse source), react to deltas, render
+//! paths. Needs only the `metafuse-state` dependency.
 
-use metafuse_rules::RelevantProperties;
-use metafuse_state::{Delta, FetchedValue, Projection};
+use metafuse_state::{Delta, FetchedValue, Projection, Rules};
 
 fn main() {
-    let mut projection = Projection::new(RelevantProperties::from_names([
-        "title", "season", "episode",
-    ]));
+    let rules = Rules::preset("default").expect("shipped preset");
+    let mut projection = Projection::new(rules.relevant_properties());
     let fetched = [
         FetchedValue {
             hash_id: "a1",
@@ -18,6 +17,11 @@ fn main() {
             hash_id: "a1",
             property: "season",
             value: Some("01"),
+        },
+        FetchedValue {
+            hash_id: "a1",
+            property: "episode",
+            value: Some("1"),
         },
         FetchedValue {
             hash_id: "a1",
@@ -53,6 +57,9 @@ fn main() {
             .map(|(name, value)| format!("{name}={value}"))
             .collect();
         println!("{hash_id}: {}", properties.join(", "));
+        if let Some(rendered) = file.render(&rules) {
+            println!("{hash_id} is shown at {}", rendered.path);
+        }
     }
     let stats = projection.stats();
     println!("{} files, {} bytes", stats.file_count, stats.state_size);

@@ -13,8 +13,7 @@
 //! - any change of a complete file, including a deletion, is a change.
 //!
 //! ```
-//! use metafuse_rules::RelevantProperties;
-//! use metafuse_state::{Delta, FetchedValue, Projection};
+//! use metafuse_state::{Delta, FetchedValue, Projection, RelevantProperties};
 //!
 //! let mut projection = Projection::new(RelevantProperties::from_names(["title"]));
 //! let deltas = projection.apply_batch([
@@ -31,6 +30,9 @@
 //! assert_eq!(projection.complete_count(), 0);
 //! assert_eq!(projection.file_count(), 1); // still knows the title
 //! ```
+//!
+//! A file's virtual path is [`FileRef::render`] with the active [`Rules`];
+//! `README.md` shows a whole embedding, from hand-made values to paths.
 #![warn(missing_docs)]
 
 mod checkpoint;
@@ -46,6 +48,17 @@ pub use key::{
     parse_event_key,
 };
 pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
+// What this crate's API takes and gives, so an embedder needs one dependency
+// line: the relevant set a projection keeps, and the rules that render a
+// file's path ([`FileRef::render`]). The whole rules crate is `rules`.
+pub use metafuse_rules::{
+    self as rules, InvalidRules, Metadata, RelevantProperties, Rendered, Rules, RulesDocument,
+};
+
+// The README's embedding example is compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests;

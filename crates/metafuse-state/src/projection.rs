@@ -2,7 +2,7 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use metafuse_rules::RelevantProperties;
+use metafuse_rules::{Metadata, RelevantProperties, Rendered, Rules};
 
 use crate::record::{self, NameId, RecordProperties};
 
@@ -488,5 +488,21 @@ impl<'a> FileRef<'a> {
     pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let names = self.names;
         RecordProperties::new(self.record).map(move |(id, value)| (names.name(id), value))
+    }
+
+    /// The file's properties through the rules' typed view (`season` as a
+    /// number, `fileName` derived from `filePath`, ...).
+    pub fn metadata(&self) -> Metadata<'a> {
+        Metadata::new(self.properties())
+    }
+
+    /// The file's virtual path under `rules` and the rule that gave it, or
+    /// `None` while the file is not complete (has no `filePath`) and so is
+    /// not shown. This is the path the virtual tree puts the file at, before
+    /// collisions between files are resolved (`metafuse-vfs`).
+    pub fn render<'r>(&self, rules: &'r Rules) -> Option<Rendered<'r>> {
+        let metadata = self.metadata();
+        metadata.file_path()?;
+        Some(rules.render(self.hash_id(), &metadata))
     }
 }
