@@ -5,6 +5,7 @@
 mod baseline;
 mod mount_bench;
 mod sample;
+mod warm_bench;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Warm restarts from a checkpoint and the API-mode cold bootstrap
+    /// against the meta-core double, beside the old design's approach.
+    Warm(warm_bench::WarmArgs),
     /// Write a synthetic library to Redis (after FLUSHDB).
     Seed {
         /// Redis URL.
@@ -137,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match arguments.command {
+        Command::Warm(warm_arguments) => warm_bench::run(&runtime, warm_arguments),
         Command::Seed {
             redis_url,
             files,
