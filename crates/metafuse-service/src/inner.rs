@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) tail_status: TailStatus,
     /// Why the checkpoint found at start was not usable, if it was not.
     pub(crate) checkpoint_problem: Mutex<Option<String>>,
+    /// Checkpoints written so far.
+    pub(crate) checkpoints_written: watch::Sender<u64>,
 }
 
 /// What [`Inner::new`] needs.
@@ -106,6 +108,7 @@ impl Inner {
             last_rules_text: Mutex::new(parts.last_rules_text),
             tail_status: parts.tail_status,
             checkpoint_problem: Mutex::new(parts.checkpoint_problem),
+            checkpoints_written: watch::Sender::new(0),
         }
     }
 

@@ -263,6 +263,18 @@ impl Service {
         self.inner.checkpoint_problem.lock().clone()
     }
 
+    /// How many checkpoints have been written (periodic, asked for, at
+    /// shutdown).
+    pub fn checkpoints_written(&self) -> u64 {
+        *self.inner.checkpoints_written.borrow()
+    }
+
+    /// Waits until more than `seen` checkpoints have been written.
+    pub async fn wait_for_checkpoint(&self, seen: u64) {
+        let mut receiver = self.inner.checkpoints_written.subscribe();
+        let _ = receiver.wait_for(|written| *written > seen).await;
+    }
+
     /// Writes the warm-restart checkpoint now (when a state directory is
     /// configured); also done periodically and by [`Self::shutdown`].
     pub async fn write_checkpoint(&self) -> Result<(), String> {
@@ -609,6 +621,9 @@ impl StateTask {
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(std::io::Error::other)??;
+        self.inner
+            .checkpoints_written
+            .send_modify(|written| *written += 1);
         tracing::debug!(
             event_id,
             n_bytes,

@@ -193,3 +193,32 @@ async fn a_truncated_checkpoint_is_reported_and_ignored() {
     assert_eq!(service.bootstrap_method().as_deref(), Some("checkpoint"));
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_checkpoint_serves_a_restart_after_an_unclean_stop() {
+    let redis = RedisServer::start().expect("redis");
+    let mut connection = redis.client().get_connection().expect("connect");
+    let dirs = dirs();
+    write_generated(&mut connection, 100, 8);
+    let mut config = redis_mode_config(&dirs, &redis.url());
+    config.checkpoint_interval = std::time::Duration::from_millis(100);
+    let service = Service::start(config).await.expect("start");
+    converge(&service, &mut connection).await;
+    let written = service.checkpoints_written();
+    tokio::time::timeout(
+        api_mode_support::GUARD,
+        service.wait_for_checkpoint(written),
+    )
+    .await
+    .expect("a periodic checkpoint");
+    // No shutdown: as if the process were killed.
+    drop(service);
+    assert!(checkpoint_exists(&dirs));
+    write_while_stopped(&mut connection);
+    let service = Service::start(redis_mode_config(&dirs, &redis.url()))
+        .await
+        .expect("warm start");
+    assert_eq!(service.bootstrap_method().as_deref(), Some("checkpoint"));
+    converge(&service, &mut connection).await;
+    service.shutdown().await;
+}
