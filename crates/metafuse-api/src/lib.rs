@@ -15,6 +15,7 @@ mod router;
 mod server;
 mod static_files;
 mod timestamp;
+mod webdav_tokens;
 
 pub use backend::{
     Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
@@ -25,3 +26,4 @@ pub use config::ApiConfig;
 pub use error::ApiError;
 pub use server::{BackendSlot, serve, serve_with};
 pub use timestamp::rfc3339_millis;
+pub use webdav_tokens::install_webdav_tokens;

@@ -97,6 +97,9 @@ pub(crate) async fn handle(
         raw_path.as_str()
     };
     let method = request.method().clone();
+    if crate::webdav_tokens::is_token_route(&raw_path) {
+        return Ok(respond_token_route(&state, &method, request).await);
+    }
     let Some((route, methods)) = route_for(path) else {
         let is_read = method == Method::GET || method == Method::HEAD;
         let response = match &state.config.ui_dir {
@@ -146,6 +149,31 @@ pub(crate) async fn handle(
         );
     }
     Ok(response)
+}
+
+/// The WebDAV token routes (crate::webdav_tokens) need no backend; minting
+/// and revoking tokens are guarded like every other mutating route, and
+/// only the listing is granted to other origins.
+async fn respond_token_route(
+    state: &ServerState,
+    method: &Method,
+    request: Request<Incoming>,
+) -> HttpResponse {
+    let is_read = method == Method::GET || method == Method::HEAD;
+    if !is_read
+        && let Some(response) =
+            guard::refusal_to_mutate(request.headers(), state.config.api_token.as_deref())
+    {
+        return response;
+    }
+    let mut response = crate::webdav_tokens::respond(request).await;
+    if is_read {
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    response
 }
 
 /// The CORS preflight: other origins may read, never mutate.

@@ -4,23 +4,21 @@
 //! IO of reading a source.
 
 use std::ffi::OsStr;
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
+use metafuse_bytes::{ByteSources, OpenError, OpenSource};
 use metafuse_vfs::{Library, NodeKind, NodeRef, SharedLibrary};
 use parking_lot::Mutex;
-
-use crate::source::{WebdavClient, local_source_path, read_local};
 
 /// Entries and attributes can be cached long: every change of the tree
 /// reaches the kernel as an invalidation.
@@ -38,13 +36,25 @@ pub(crate) struct Ownership {
 #[derive(Debug)]
 pub(crate) struct MetafuseFilesystem {
     pub(crate) library: SharedLibrary,
-    pub(crate) files_root: PathBuf,
-    pub(crate) webdav: Option<WebdavClient>,
+    pub(crate) sources: ByteSources,
     pub(crate) ownership: Ownership,
     pub(crate) passthrough_wanted: bool,
-    /// Set in `init` when the kernel granted passthrough; cleared for good
-    /// when registering a backing file fails (no privilege, stacking...).
+    /// Set in `init` when the kernel granted passthrough. A failed
+    /// registration of one backing file (a source on a stacked FUSE, an
+    /// odd file) only makes that open read through the mount.
     pub(crate) passthrough_active: Arc<AtomicBool>,
+    /// Whether a failed passthrough registration was logged at info
+    /// level already (later ones go to debug).
+    pub(crate) passthrough_failure_reported: AtomicBool,
+    /// Real sizes of sources whose metadata size was wrong, found at open
+    /// (`fstat`): inode → (metadata size it corrects, real size). Only
+    /// used while the metadata still says the same size.
+    pub(crate) observed_sizes: Mutex<HashMap<u64, (u64, u64)>>,
+    /// Set once the session exists, to tell the kernel about corrected
+    /// sizes.
+    pub(crate) notifier: Arc<OnceLock<Notifier>>,
+    /// Ioctl commands already logged (once each, at debug level).
+    pub(crate) reported_ioctls: Mutex<HashSet<u32>>,
     pub(crate) open_files: Mutex<HashMap<u64, OpenFile>>,
     pub(crate) open_directories: Mutex<HashMap<u64, Arc<DirectorySnapshot>>>,
     /// The kernel wants one backing id per inode for all its open handles.
@@ -53,18 +63,12 @@ pub(crate) struct MetafuseFilesystem {
 }
 
 #[derive(Debug)]
-pub(crate) enum OpenFile {
+pub(crate) struct OpenFile {
     /// Shared so that a read clones a pointer, not a descriptor.
-    Local(Arc<File>),
-    /// The kernel reads the backing file itself; `file` still serves a
-    /// read that reaches us anyway.
-    Passthrough {
-        ino: u64,
-        file: Arc<File>,
-    },
-    Remote {
-        file_path: String,
-    },
+    source: Arc<OpenSource>,
+    /// The inode whose backing file the kernel reads itself (passthrough);
+    /// `source` still serves a read that reaches us anyway.
+    passthrough_ino: Option<u64>,
 }
 
 /// The names of a directory when it was opened: offsets index this list,
@@ -145,10 +149,11 @@ impl MetafuseFilesystem {
             NodeKind::File => (FileType::RegularFile, self.ownership.file_mode, 1),
         };
         let (mtime, ctime) = (time_from_ms(node.mtime_ms()), time_from_ms(node.ctime_ms()));
+        let size = self.size_of(node);
         FileAttr {
             ino: INodeNo(node.ino()),
-            size: node.size_bytes(),
-            blocks: node.size_bytes().div_ceil(512),
+            size,
+            blocks: size.div_ceil(512),
             atime: mtime,
             mtime,
             ctime,
@@ -162,6 +167,58 @@ impl MetafuseFilesystem {
             // Large reads make `cp` and media servers issue fewer requests.
             blksize: 128 * 1024,
             flags: 0,
+        }
+    }
+
+    /// The metadata's size, unless an open found the source to differ.
+    fn size_of(&self, node: NodeRef<'_>) -> u64 {
+        let metadata_size = node.size_bytes();
+        if node.kind() != NodeKind::File {
+            return metadata_size;
+        }
+        match self.observed_sizes.lock().get(&node.ino()) {
+            Some(&(corrected, real_size)) if corrected == metadata_size => real_size,
+            _ => metadata_size,
+        }
+    }
+
+    /// Records the real size of an opened source and, when it differs
+    /// from what the kernel was told, makes the kernel ask again, so that
+    /// `stat` and `read` agree (with and without passthrough).
+    fn correct_size(&self, ino: u64, real_size: u64) {
+        let metadata_size = {
+            let library = self.library.read();
+            let Some(node) = library.get(ino) else {
+                return;
+            };
+            node.size_bytes()
+        };
+        let previous = {
+            let mut observed_sizes = self.observed_sizes.lock();
+            if real_size == metadata_size {
+                observed_sizes.remove(&ino)
+            } else {
+                observed_sizes.insert(ino, (metadata_size, real_size))
+            }
+        };
+        let told = previous
+            .filter(|&(corrected, _)| corrected == metadata_size)
+            .map_or(metadata_size, |(_, size)| size);
+        if told == real_size {
+            return;
+        }
+        tracing::debug!(
+            ino,
+            metadata_size,
+            real_size,
+            "source size differs from the metadata"
+        );
+        // Attributes only (negative offset): the page cache is not stale.
+        if let Some(notifier) = self.notifier.get()
+            && let Err(error) = notifier.inval_inode(INodeNo(ino), -1, 0)
+            && error.raw_os_error() != Some(libc::ENOENT)
+        {
+            tracing::debug!(%error, ino, "size invalidation refused");
         }
     }
 
@@ -259,7 +316,8 @@ impl MetafuseFilesystem {
     }
 
     /// Opens the source of a file: passthrough when possible, else a local
-    /// handle, else WebDAV; EIO when there is no readable source.
+    /// handle, else WebDAV; EACCES when the path rule refuses it, EIO when
+    /// there is no readable source.
     fn open_source(
         &self,
         ino: INodeNo,
@@ -270,39 +328,43 @@ impl MetafuseFilesystem {
             let node = library.get(ino.0).ok_or(Errno::ENOENT)?;
             node.source_path().ok_or(Errno::EISDIR)?.to_owned()
         };
-        let local = local_source_path(&self.files_root, &source_path)
-            .and_then(|path| File::open(path).ok());
-        let Some(file) = local else {
-            return match &self.webdav {
-                Some(_) => Ok((
-                    OpenFile::Remote {
-                        file_path: source_path,
-                    },
-                    None,
-                )),
-                None => {
-                    tracing::debug!(ino = ino.0, source_path, "no readable source");
-                    Err(Errno::EIO)
-                }
-            };
-        };
-        if self.passthrough_active.load(Ordering::Relaxed)
-            && let Some(backing_id) = self.backing_id(ino.0, &file, reply)
+        let source = self
+            .sources
+            .open(source_path.as_bytes())
+            .map_err(|error: OpenError| {
+                tracing::debug!(ino = ino.0, %error, "no readable source");
+                Errno::from_i32(error.errno())
+            })?;
+        if let OpenSource::Local(local) = &source {
+            self.correct_size(ino.0, local.len());
+        }
+        if let OpenSource::Local(local) = &source
+            && self.passthrough_active.load(Ordering::Relaxed)
+            && let Some(backing_id) = self.backing_id(ino.0, local.file(), reply)
         {
-            let open_file = OpenFile::Passthrough {
-                ino: ino.0,
-                file: Arc::new(file),
+            let open_file = OpenFile {
+                source: Arc::new(source),
+                passthrough_ino: Some(ino.0),
             };
             return Ok((open_file, Some(backing_id)));
         }
-        Ok((OpenFile::Local(Arc::new(file)), None))
+        let open_file = OpenFile {
+            source: Arc::new(source),
+            passthrough_ino: None,
+        };
+        Ok((open_file, None))
     }
 
     /// The backing id of `ino` for one more open handle: the kernel wants
     /// one per inode, so the first open registers `file` and later ones
-    /// share it. None when registering fails, which turns passthrough off
-    /// for good (no privilege, stacking too deep...).
-    fn backing_id(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+    /// share it. None when registering fails (no privilege, stacking too
+    /// deep, not a regular file): that open reads through the mount.
+    fn backing_id(
+        &self,
+        ino: u64,
+        file: &std::fs::File,
+        reply: &ReplyOpen,
+    ) -> Option<Arc<BackingId>> {
         let mut backing_files = self.backing_files.lock();
         if let Some((backing_id, n_open)) = backing_files.get_mut(&ino) {
             *n_open += 1;
@@ -315,51 +377,36 @@ impl MetafuseFilesystem {
                 Some(backing_id)
             }
             Err(error) => {
-                tracing::info!(%error, "passthrough unavailable, reading through the mount");
-                self.passthrough_active.store(false, Ordering::Relaxed);
+                if self
+                    .passthrough_failure_reported
+                    .swap(true, Ordering::Relaxed)
+                {
+                    tracing::debug!(%error, ino, "passthrough refused for this file");
+                } else {
+                    tracing::info!(%error, ino, "passthrough refused for a file, reading it through the mount");
+                }
                 None
             }
         }
     }
 
     fn read_open_file(&self, handle: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        enum Source {
-            Local(Arc<File>),
-            Remote(String),
-        }
         // Clone what the read needs so that no lock is held during IO.
         let source = match self.open_files.lock().get(&handle.0) {
-            Some(OpenFile::Local(file) | OpenFile::Passthrough { file, .. }) => {
-                Source::Local(file.clone())
-            }
-            Some(OpenFile::Remote { file_path }) => Source::Remote(file_path.clone()),
+            Some(open_file) => open_file.source.clone(),
             None => return Err(Errno::EBADF),
         };
-        let size = size as usize;
-        match source {
-            Source::Local(file) => read_local(&file, offset, size).map_err(|error| {
-                tracing::warn!(%error, fh = handle.0, offset, "read of a local source failed");
-                Errno::EIO
-            }),
-            Source::Remote(file_path) => {
-                let Some(webdav) = &self.webdav else {
-                    return Err(Errno::EIO);
-                };
-                webdav
-                    .read_range(&file_path, offset, size)
-                    .map_err(|error| {
-                        tracing::warn!(%error, file_path, offset, "webdav read failed");
-                        Errno::EIO
-                    })
-            }
-        }
+        source.read_at(offset, size as usize).map_err(|error| {
+            tracing::warn!(%error, fh = handle.0, offset, "read of a source failed");
+            Errno::EIO
+        })
     }
 
     fn release_file(&self, handle: FileHandle) {
         let Some(open_file) = self.open_files.lock().remove(&handle.0) else {
             return;
         };
-        if let OpenFile::Passthrough { ino, .. } = open_file {
+        if let Some(ino) = open_file.passthrough_ino {
             let mut backing_files = self.backing_files.lock();
             if let Some((_, n_open)) = backing_files.get_mut(&ino) {
                 *n_open = n_open.saturating_sub(1);
@@ -543,6 +590,25 @@ impl Filesystem for MetafuseFilesystem {
             Ok(()) => reply.ok(),
             Err(errno) => reply.error(errno),
         }
+    }
+
+    /// No ioctl is supported; `ENOTTY` is what a plain file answers (Python
+    /// asks `TCGETS` on every `open()`), logged once per command.
+    fn ioctl(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: FileHandle,
+        _: IoctlFlags,
+        cmd: u32,
+        _: &[u8],
+        _: u32,
+        reply: ReplyIoctl,
+    ) {
+        if self.reported_ioctls.lock().insert(cmd) {
+            tracing::debug!(cmd, ino = ino.0, "unsupported ioctl answered with ENOTTY");
+        }
+        reply.error(Errno::ENOTTY);
     }
 
     /// There are no symlinks; the kernel only asks for one by mistake.

@@ -14,7 +14,6 @@
 
 mod filesystem;
 mod mount;
-mod source;
 
+pub use metafuse_bytes::InvalidWebdavUrl;
 pub use mount::{MountError, MountHandle, MountOptions, mount};
-pub use source::InvalidWebdavUrl;

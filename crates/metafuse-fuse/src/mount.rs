@@ -6,14 +6,14 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use fuser::{BackgroundSession, Config, INodeNo, MountOption, Notifier, SessionACL};
 use metafuse_vfs::{Invalidation, SharedLibrary};
 
 use crate::filesystem::{MetafuseFilesystem, Ownership};
-use crate::source::{InvalidWebdavUrl, WebdavClient};
+use metafuse_bytes::{ByteSources, InvalidWebdavUrl};
 
 /// How to mount a library.
 #[derive(Clone, Debug)]
@@ -39,6 +39,9 @@ pub struct MountOptions {
     /// Try kernel passthrough reads (kernel >= 6.9, root); falls back to
     /// reads through the mount when refused.
     pub passthrough: bool,
+    /// Mount even on a non-empty directory or an existing mount, hiding
+    /// what is there (`--allow-non-empty`).
+    pub allow_non_empty: bool,
 }
 
 impl MountOptions {
@@ -55,6 +58,7 @@ impl MountOptions {
             allow_other: true,
             n_threads: 4,
             passthrough: true,
+            allow_non_empty: false,
         }
     }
 }
@@ -65,6 +69,17 @@ pub enum MountError {
     /// The WebDAV URL is unusable.
     #[error(transparent)]
     WebdavUrl(#[from] InvalidWebdavUrl),
+    /// The mountpoint holds files or is a mount already; mounting would
+    /// hide them (allowed with `allow_non_empty`).
+    #[error(
+        "mountpoint {mountpoint:?} {reason}; refusing to hide it (allow with --allow-non-empty)"
+    )]
+    MountpointInUse {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+        /// `is not empty` or `is already a mount`.
+        reason: &'static str,
+    },
     /// The kernel or fusermount refused the mount.
     #[error("mounting on {mountpoint:?} failed: {cause}")]
     Mount {
@@ -116,12 +131,77 @@ fn watch_for_death(mountpoint: &Path) -> io::Result<Child> {
         .spawn()
 }
 
+/// Why `mountpoint` must not be mounted on: it holds entries or is a
+/// mount point already (its device differs from its parent's, or the
+/// mount table lists it). A dead FUSE mount fails `read_dir` with ENOTCONN.
+fn mountpoint_in_use(mountpoint: &Path) -> io::Result<Option<&'static str>> {
+    if std::fs::read_dir(mountpoint)?.next().is_some() {
+        return Ok(Some("is not empty"));
+    }
+    let canonical = mountpoint.canonicalize()?;
+    let device = std::fs::metadata(&canonical)?.dev();
+    let parent_device = match canonical.parent() {
+        Some(parent) => std::fs::metadata(parent)?.dev(),
+        None => return Ok(Some("is already a mount")),
+    };
+    if device != parent_device || listed_in_mount_table(&canonical) {
+        return Ok(Some("is already a mount"));
+    }
+    Ok(None)
+}
+
+/// Whether `/proc/self/mountinfo` has a mount on `canonical` (bind mounts
+/// of the same filesystem keep the parent's device number).
+fn listed_in_mount_table(canonical: &Path) -> bool {
+    let Ok(mount_table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = canonical.as_os_str().to_string_lossy();
+    mount_table.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|mount_point| unescape_mount_point(mount_point) == wanted)
+    })
+}
+
+/// Mount table fields escape space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_point(field: &str) -> String {
+    let mut unescaped = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(index) = rest.find('\\') {
+        unescaped.push_str(&rest[..index]);
+        let octal = rest.get(index + 1..index + 4);
+        match octal.and_then(|digits| u8::from_str_radix(digits, 8).ok()) {
+            Some(byte) => {
+                unescaped.push(char::from(byte));
+                rest = &rest[index + 4..];
+            }
+            None => {
+                unescaped.push('\\');
+                rest = &rest[index + 1..];
+            }
+        }
+    }
+    unescaped.push_str(rest);
+    unescaped
+}
+
 /// Mounts `library` read-only on `options.mountpoint` and serves it on a
 /// background multi-threaded session until the handle is unmounted or
 /// dropped.
 pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandle, MountError> {
-    if let Some(url) = &options.webdav_base_url {
-        WebdavClient::new(url)?;
+    let sources = ByteSources::new(&options.files_root, options.webdav_base_url.as_deref())?;
+    if !options.allow_non_empty {
+        let in_use = mountpoint_in_use(&options.mountpoint).map_err(|cause| MountError::Mount {
+            mountpoint: options.mountpoint.clone(),
+            cause,
+        })?;
+        if let Some(reason) = in_use {
+            return Err(MountError::MountpointInUse {
+                mountpoint: options.mountpoint.clone(),
+                reason,
+            });
+        }
     }
     // /proc/self is owned by this process's effective uid and gid.
     let process_owner = std::fs::metadata("/proc/self").ok();
@@ -136,16 +216,17 @@ pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandl
         dir_mode: options.dir_mode,
     };
     let passthrough_active = Arc::new(AtomicBool::new(false));
+    let notifier_slot = Arc::new(OnceLock::new());
     let make_filesystem = || MetafuseFilesystem {
         library: library.clone(),
-        files_root: options.files_root.clone(),
-        webdav: options
-            .webdav_base_url
-            .as_deref()
-            .and_then(|url| WebdavClient::new(url).ok()),
+        sources: sources.clone(),
         ownership,
         passthrough_wanted: options.passthrough,
         passthrough_active: passthrough_active.clone(),
+        passthrough_failure_reported: AtomicBool::new(false),
+        observed_sizes: Default::default(),
+        notifier: notifier_slot.clone(),
+        reported_ioctls: Default::default(),
         open_files: Default::default(),
         open_directories: Default::default(),
         backing_files: Default::default(),
@@ -181,6 +262,7 @@ pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandl
     let session = fuser::Session::new(make_filesystem(), &options.mountpoint, &config)
         .map_err(mount_error)?;
     let notifier = session.notifier();
+    let _ = notifier_slot.set(notifier.clone());
     let session = session.spawn().map_err(mount_error)?;
     let watchdog = match watch_for_death(&options.mountpoint) {
         Ok(watchdog) => Some(watchdog),

@@ -34,6 +34,8 @@ struct ServerState {
     style: ResponseStyle,
     n_connections: AtomicUsize,
     n_requests: AtomicUsize,
+    /// Every request target as received, to prove what was (not) sent.
+    request_targets: Mutex<Vec<String>>,
     stopping: AtomicBool,
     open_connections: Mutex<Vec<TcpStream>>,
 }
@@ -93,6 +95,11 @@ fn serve_connection(state: &ServerState, stream: TcpStream) -> io::Result<()> {
         }
         state.n_requests.fetch_add(1, Ordering::SeqCst);
         let target = request_line.split_whitespace().nth(1).unwrap_or("");
+        state
+            .request_targets
+            .lock()
+            .expect("targets")
+            .push(target.to_owned());
         let path = String::from_utf8(percent_decode(target)).unwrap_or_default();
         let Some(contents) = state.files.get(&path) else {
             let body = "not found";
@@ -161,6 +168,7 @@ impl WebdavServer {
             style,
             n_connections: AtomicUsize::new(0),
             n_requests: AtomicUsize::new(0),
+            request_targets: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             open_connections: Mutex::new(Vec::new()),
         });
@@ -428,4 +436,68 @@ fn an_undecodable_response_gives_eio() {
     let error = fs::read(mounted_path(&fixture, files[0].hash_id)).expect_err("gzip");
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
     assert!(server.n_requests() >= 1);
+}
+
+/// A `filePath` with `..` must never reach the upstream server: neither
+/// raw nor percent-encoded; reading it fails without outside bytes.
+#[test]
+fn parent_components_never_reach_the_upstream() {
+    let secret = b"outside the tree".to_vec();
+    let mut files = vec![movie("aaaa000011111111", "Heat", "1995", 1, 1000)];
+    for (hash_id, title, file_path) in [
+        ("cccc000022222222", "Escape", "../../../../etc/shadow"),
+        ("dddd000033333333", "Middle", "movies/../../etc/shadow"),
+        ("eeee000044444444", "Dot", "."),
+    ] {
+        files.push(SourceFile {
+            hash_id,
+            file_path: file_path.to_owned(),
+            properties: vec![
+                ("title", title.to_owned()),
+                ("movieYear", "2000".to_owned()),
+            ],
+            contents: None,
+        });
+    }
+    let fixture = Fixture::new(&files[..1]);
+    support::apply(
+        &fixture.library,
+        &files[1..]
+            .iter()
+            .flat_map(support::values_of)
+            .collect::<Vec<_>>(),
+    );
+    let empty_root = tempfile::tempdir().expect("files root");
+    let mut served_files = served(&files[..1]);
+    // What a naive client would fetch for the escaping paths.
+    served_files.insert("/etc/shadow".to_owned(), secret.clone());
+    served_files.insert("/webdav/../../../../etc/shadow".to_owned(), secret.clone());
+    let server = WebdavServer::start(served_files, ResponseStyle::Ranged);
+    let _handle = mount_remote(&fixture, &empty_root, &server);
+    for hash_id in ["cccc000022222222", "dddd000033333333", "eeee000044444444"] {
+        let path = mounted_path(&fixture, hash_id);
+        let error = fs::read(&path).expect_err("escaping path read");
+        assert_eq!(
+            error.raw_os_error(),
+            Some(libc::EACCES),
+            "{path:?}: {error}"
+        );
+    }
+    // The good file still reads over WebDAV.
+    let good = fs::read(mounted_path(&fixture, "aaaa000011111111")).expect("good file");
+    assert_eq!(&good, files[0].contents.as_ref().expect("contents"));
+    let targets = server
+        .state
+        .request_targets
+        .lock()
+        .expect("targets")
+        .clone();
+    assert!(!targets.is_empty());
+    for target in &targets {
+        let lowered = target.to_ascii_lowercase();
+        assert!(
+            !target.contains("..") && !lowered.contains("%2e") && target.starts_with("/webdav/"),
+            "sent {target}"
+        );
+    }
 }

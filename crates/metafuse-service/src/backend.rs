@@ -11,6 +11,7 @@ use metafuse_api::{
     PreviewEntry, ReadInfo, RulesSnapshot, ServiceList, SourceState, StateBuilderStats, Stats,
     StreamHealth, TemplateVariable, Validation, VariableType,
 };
+use metafuse_bytes::SourceLocation;
 use metafuse_rules::{Metadata, Rule, Rules, RulesDocument, Severity};
 use metafuse_source::FetchedValues;
 use metafuse_state::FetchPlan;
@@ -141,10 +142,13 @@ impl Backend for ServiceBackend {
     fn health(&self) -> Health {
         let redis_connected = self.inner.tail_status.is_connected();
         let rules_error = self.inner.status.moments.lock().rules_error.clone();
+        // Connected is not enough: a frozen peer or a stream that lost
+        // entries leaves the tree stale (status.rs says why).
+        let not_live = self.inner.status.not_live_reason(&self.inner.tail_status);
         Health {
             // A rules file we could not apply is reported as degraded too:
             // the tree is not what the operator asked for.
-            status: if redis_connected && rules_error.is_none() {
+            status: if redis_connected && not_live.is_none() && rules_error.is_none() {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded
@@ -221,24 +225,20 @@ impl Backend for ServiceBackend {
             });
         }
         let file_path = node.source_path().unwrap_or_default();
-        let relative = file_path.trim_start_matches('/');
-        let webdav_url = self
-            .inner
-            .leader
-            .lock()
-            .webdav_url
-            .as_ref()
-            .map(|base| format!("{}/{relative}", base.trim_end_matches('/')));
+        // The mount's path rule (metafuse-bytes) decides; a refused
+        // `filePath` (`..`) reports no path at all.
+        let location =
+            SourceLocation::resolve(&self.inner.config.files_root, file_path.as_bytes()).ok();
+        let webdav_url = match (&self.inner.leader.lock().webdav_url, &location) {
+            (Some(base), Some(location)) => Some(format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                location.percent_encoded()
+            )),
+            _ => None,
+        };
         Ok(ReadInfo {
-            // An absolute filePath is taken under the files volume (spec §6).
-            source_path: Some(
-                self.inner
-                    .config
-                    .files_root
-                    .join(relative)
-                    .display()
-                    .to_string(),
-            ),
+            source_path: location.map(|location| location.local_path().display().to_string()),
             size: node.size_bytes(),
             webdav_url,
         })

@@ -3,8 +3,11 @@
 
 use std::time::SystemTime;
 
-use metafuse_stream::BootstrapReport;
+use metafuse_stream::{BootstrapReport, TailStatus};
 use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::Service;
 
 /// What the state task is doing, for health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +34,11 @@ impl Phase {
 #[derive(Debug, Default)]
 pub(crate) struct Status {
     pub(crate) moments: Mutex<Moments>,
+    /// Rebuilds swapped in (resynchronisations, refreshes, leader
+    /// switches), so a caller can await one instead of polling.
+    rebuilds: watch::Sender<u64>,
+    /// Bumped on every phase change, for [`Service::wait_for_liveness`].
+    phase_changes: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -58,14 +66,87 @@ impl Default for Moments {
 impl Status {
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.moments.lock().phase = phase;
+        self.phase_changes.send_modify(|changes| *changes += 1);
     }
 
     /// A bootstrap (at start) or rebuild (resynchronisation, leader switch)
     /// that has just been swapped in.
     pub(crate) fn record_bootstrap(&self, report: &BootstrapReport) {
-        let mut moments = self.moments.lock();
-        moments.last_refresh = Some(SystemTime::now());
-        moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
-        moments.strategy = Some(report.strategy_used.name().to_owned());
+        {
+            let mut moments = self.moments.lock();
+            moments.last_refresh = Some(SystemTime::now());
+            moments.bootstrap_seconds = Some(report.elapsed.as_secs_f64());
+            moments.strategy = Some(report.strategy_used.name().to_owned());
+        }
+        self.rebuilds.send_modify(|rebuilds| *rebuilds += 1);
+    }
+
+    /// Why the tree is not known to follow the source live, or `None`
+    /// while it is: the tail connected, its last read or idle verification
+    /// (at least once per block time) succeeded, and no rebuild is running.
+    /// `/health` is `degraded` with this reason whenever it is `Some`.
+    pub(crate) fn not_live_reason(&self, tail: &TailStatus) -> Option<String> {
+        match self.moments.lock().phase {
+            Phase::Resynchronising => Some(
+                "resynchronising: rebuilding from a snapshot, the tree may be stale meanwhile"
+                    .to_owned(),
+            ),
+            Phase::SwitchingLeader => Some(
+                "switching to a new leader: the tree follows the old one until the switch completes"
+                    .to_owned(),
+            ),
+            Phase::Stopped => Some("stopped: the tree no longer follows the source".to_owned()),
+            Phase::Tailing if !tail.is_connected() => Some(
+                tail.not_live_reason()
+                    .unwrap_or_else(|| "disconnected from the source".to_owned()),
+            ),
+            Phase::Tailing => tail.not_live_reason(),
+        }
+    }
+}
+
+/// Liveness as the API reads it, for embedders and tests.
+impl Service {
+    /// Why the tree is not verified to follow the source live (disconnected,
+    /// the peer stopped answering, the stream lost entries and a
+    /// resynchronisation is running, a leader switch), or `None` while it
+    /// is. Health reports `degraded` with this reason.
+    pub fn not_live_reason(&self) -> Option<String> {
+        self.inner.status.not_live_reason(&self.inner.tail_status)
+    }
+
+    /// Waits until `condition` holds for [`Service::not_live_reason`]
+    /// (checked now and after every change of the tail's connection or
+    /// liveness).
+    pub async fn wait_for_liveness(&self, mut condition: impl FnMut(Option<&str>) -> bool) {
+        // Subscribed before the first check, so no change is missed.
+        let mut phase_changes = self.inner.status.phase_changes.subscribe();
+        let mut tail_changes = self.inner.tail_status.changes();
+        loop {
+            if condition(self.not_live_reason().as_deref()) {
+                return;
+            }
+            // Both senders live in `inner`, which we hold: no error.
+            tokio::select! {
+                _ = tail_changes.changed() => {}
+                _ = phase_changes.changed() => {}
+            }
+        }
+    }
+
+    /// Rebuilds swapped in so far (resynchronisations, refreshes, leader
+    /// switches; not the start-up bootstrap).
+    pub fn rebuilds(&self) -> u64 {
+        self.inner.status.rebuilds.borrow().saturating_sub(1)
+    }
+
+    /// Waits until more than `seen` rebuilds (see [`Service::rebuilds`])
+    /// have been swapped in.
+    pub async fn wait_for_rebuild(&self, seen: u64) {
+        let mut receiver = self.inner.status.rebuilds.subscribe();
+        // The sender lives in `inner`, which we hold: this cannot fail.
+        let _ = receiver
+            .wait_for(|rebuilds| rebuilds.saturating_sub(1) > seen)
+            .await;
     }
 }

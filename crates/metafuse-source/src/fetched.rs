@@ -95,8 +95,13 @@ impl FetchedValues {
         });
     }
 
-    /// [`FetchedValues::push`] for a value as raw bytes: bytes that are not
-    /// UTF-8 are counted as malformed. Returns whether the value was kept.
+    /// [`FetchedValues::push`] for a value as raw bytes. A value that is
+    /// not UTF-8 is kept, never dropped: decoded lossily, or — for
+    /// `filePath` — escaped losslessly (`metafuse_state::stored_value`;
+    /// the byte reader gets the exact bytes back with
+    /// `metafuse_state::file_path_bytes`). Only a value longer than
+    /// [`MAX_VALUE_BYTES`] is counted as malformed. Returns whether the
+    /// value was kept.
     pub fn push_bytes(&mut self, hash_id: &str, property: &str, value: Option<&[u8]>) -> bool {
         let Some(bytes) = value else {
             self.push(hash_id, property, None);
@@ -106,16 +111,14 @@ impl FetchedValues {
             self.n_malformed += 1;
             return false;
         }
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                self.push(hash_id, property, Some(text));
-                true
-            }
-            Err(_) => {
-                self.n_malformed += 1;
-                false
-            }
+        let text = metafuse_state::stored_value(property, bytes);
+        if text.len() > MAX_VALUE_BYTES {
+            // Escaping can lengthen a path up to four times.
+            self.n_malformed += 1;
+            return false;
         }
+        self.push(hash_id, property, Some(&text));
+        true
     }
 
     /// Counts a value the source answered in a shape that is no value.
@@ -158,7 +161,8 @@ mod tests {
         values.push("a", "title", Some("Dark"));
         values.push("a", "genre", None);
         values.push("b", "filePath", Some(""));
-        assert!(!values.push_bytes("c", "title", Some(&[0xff, 0xfe])));
+        assert!(values.push_bytes("c", "title", Some(&[b'A', 0xff])));
+        assert!(values.push_bytes("c", "filePath", Some(&[b'a', 0xe9])));
         assert!(!values.push_bytes(
             "c",
             "title",
@@ -177,12 +181,14 @@ mod tests {
                 ("a".into(), "title".into(), Some("Dark".into())),
                 ("a".into(), "genre".into(), None),
                 ("b".into(), "filePath".into(), Some(String::new())),
+                ("c".into(), "title".into(), Some("A\u{fffd}".into())),
+                ("c".into(), "filePath".into(), Some("\0a\\xe9".into())),
                 ("e".into(), "titles/eng".into(), Some("Heat".into())),
                 ("f".into(), "title".into(), Some("Up".into())),
             ]
         );
-        assert_eq!(values.len(), 5);
-        assert_eq!(values.n_malformed(), 5, "not utf-8, 2 too large, 2 odd");
+        assert_eq!(values.len(), 7);
+        assert_eq!(values.n_malformed(), 4, "2 too large, 2 odd");
         assert!(FetchedValues::default().is_empty());
     }
 }

@@ -23,7 +23,7 @@ pub use error::SourceError;
 pub use fetched::{FetchedValues, MAX_VALUE_BYTES};
 pub use redact::redact_url;
 pub use report::{BootstrapMethod, BootstrapReport, Phase, Progress, Timings};
-pub use tail_status::TailStatus;
+pub use tail_status::{NOT_CONNECTED_YET, TailStatus};
 pub use traits::{
     BoxFuture, EventIdOrder, MetadataSource, ProgressFn, SourceKind, TailBatch, TailEvent,
     opaque_event_id_order,

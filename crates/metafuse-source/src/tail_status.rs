@@ -1,7 +1,7 @@
 //! What a source's live tail reports about itself, for health.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 /// What a source's live tail reports about itself, readable from any thread
@@ -26,7 +26,17 @@ struct SharedTailStatus {
     last_entry_at_ms: AtomicU64,
     /// [`UNKNOWN_LAG`] until the tail has seen where the source ends.
     lag_entries: AtomicU64,
+    /// Why the tail is not verified live, `None` while it is: set on every
+    /// connection loss, timeout and broken stream, cleared by a read or an
+    /// idle verification that succeeded.
+    not_live_reason: Mutex<Option<String>>,
+    /// Bumped on every change of `connected` or `not_live_reason`, so
+    /// waiters ([`TailStatus::wait_for`]) need not poll.
+    changes: tokio::sync::watch::Sender<u64>,
 }
+
+/// What [`TailStatus::not_live_reason`] says before a tail first connected.
+pub const NOT_CONNECTED_YET: &str = "the tail has not reached its source yet";
 
 /// Stands for "not known" in [`SharedTailStatus::lag_entries`].
 const UNKNOWN_LAG: u64 = u64::MAX;
@@ -38,6 +48,8 @@ impl Default for SharedTailStatus {
             connections: AtomicU64::new(0),
             last_entry_at_ms: AtomicU64::new(0),
             lag_entries: AtomicU64::new(UNKNOWN_LAG),
+            not_live_reason: Mutex::new(Some(NOT_CONNECTED_YET.to_owned())),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -75,9 +87,58 @@ impl TailStatus {
         }
     }
 
+    /// Why the tail is not verified live (disconnected, the peer stopped
+    /// answering, the source lost events after our position and a
+    /// resynchronisation is due), or `None` while it is: connected, and the
+    /// last read or idle verification succeeded.
+    pub fn not_live_reason(&self) -> Option<String> {
+        self.shared
+            .not_live_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until `condition` holds for this status (checked now and after
+    /// every change of the connection or liveness).
+    pub async fn wait_for(&self, mut condition: impl FnMut(&TailStatus) -> bool) {
+        let mut changes = self.changes();
+        loop {
+            if condition(self) {
+                return;
+            }
+            // The sender lives in `shared`, which we hold: this cannot fail.
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A receiver that sees every later change of the connection or
+    /// liveness (for waiting on several things at once).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
     /// For sources: whether the tail holds a working connection.
     pub fn set_connected(&self, connected: bool) {
         self.shared.connected.store(connected, Ordering::Relaxed);
+        self.shared.changes.send_modify(|changes| *changes += 1);
+    }
+
+    /// For sources: verified live (`None`) or not (`Some(reason)`);
+    /// notifies waiters on a change only.
+    pub fn set_not_live(&self, reason: Option<String>) {
+        let mut current = self
+            .shared
+            .not_live_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *current != reason {
+            *current = reason;
+            drop(current);
+            self.shared.changes.send_modify(|changes| *changes += 1);
+        }
     }
 
     /// For sources: a connection was (re)established.

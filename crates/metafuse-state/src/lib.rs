@@ -39,6 +39,7 @@ mod checkpoint;
 mod key;
 mod projection;
 mod record;
+mod value_bytes;
 
 pub use checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointError, decode_checkpoint, encode_checkpoint,
@@ -48,6 +49,7 @@ pub use key::{
     parse_event_key,
 };
 pub use projection::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection, Stats};
+pub use value_bytes::{FILE_PATH_PROPERTY, file_path_bytes, stored_value};
 // What this crate's API takes and gives, so an embedder needs one dependency
 // line: the relevant set a projection keeps, and the rules that render a
 // file's path ([`FileRef::render`]). The whole rules crate is `rules`.

@@ -34,6 +34,9 @@ impl Connector {
             url: redacted_url.clone(),
             cause,
         })?;
+        // TCP keepalive on every socket: a peer that vanished is noticed
+        // even while no command waits (see `liveness`).
+        let client = crate::liveness::with_keepalive(&client);
         Ok(Self {
             client,
             redacted_url,
@@ -46,12 +49,16 @@ impl Connector {
     }
 
     /// A multiplexed connection whose replies time out after
-    /// `response_timeout` (`None`: never, for a blocking `XREAD`).
+    /// `response_timeout` (`None`: never).
     pub(crate) async fn multiplexed(
         &self,
         response_timeout: Option<Duration>,
     ) -> Result<MultiplexedConnection, StreamError> {
-        let config = AsyncConnectionConfig::new().set_response_timeout(response_timeout);
+        // A frozen proxy accepts connections and never answers: bound the
+        // handshake too.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(crate::liveness::CONNECT_TIMEOUT))
+            .set_response_timeout(response_timeout);
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await

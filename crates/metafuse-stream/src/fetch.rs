@@ -55,7 +55,7 @@ fn keep(fetched: &mut FetchedValues, key: &RelevantKey, value: ValueReply<'_>) {
                 tracing::debug!(
                     key = key.key,
                     n_bytes = bytes.len(),
-                    "skipping a value that is too large or not utf-8"
+                    "skipping a value that is too large"
                 );
             }
         }

@@ -56,6 +56,7 @@ mod entries;
 mod error;
 mod fetch;
 mod info;
+mod liveness;
 mod redis_source;
 mod resp;
 mod source;

@@ -135,8 +135,17 @@ impl Source {
     /// away; a bootstrap (often a resync after an outage) starts with a
     /// fresh one if the old one is dead.
     async fn ensure_connected(&mut self) -> Result<(), StreamError> {
-        let ping: Result<(), _> = redis::cmd("PING").query_async(&mut self.connection).await;
-        if let Err(error) = ping {
+        // A frozen peer must not hold a refresh for the whole response
+        // timeout: a PING answers at once or the connection is dead.
+        let ping = tokio::time::timeout(
+            crate::liveness::CHECK_TIMEOUT,
+            redis::cmd("PING").query_async::<()>(&mut self.connection),
+        )
+        .await;
+        if let Err(error) = ping
+            .map_err(|_| "no answer to PING".to_owned())
+            .and_then(|ping| ping.map_err(|error| error.to_string()))
+        {
             tracing::debug!(%error, "redis connection is dead; reconnecting");
             self.connection = self.connector.multiplexed(Some(RESPONSE_TIMEOUT)).await?;
         }
@@ -852,8 +861,8 @@ mod tests {
                 "p:file:d/title"
             ]
         );
-        assert_eq!(fetched.len(), 3, "{fetched:?}");
-        assert_eq!(n_malformed_values, 2, "not utf-8, too large");
+        assert_eq!(fetched.len(), 4, "{fetched:?}");
+        assert_eq!(n_malformed_values, 1, "too large (not utf-8 is decoded)");
         assert_eq!(
             counts.n_malformed, 3,
             "unknown type, not a file key, no key"

@@ -1,10 +1,12 @@
 //! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
-//! on another, reconnecting with backoff after a connection loss.
+//! on another, reconnecting with backoff after a connection loss. Every
+//! reconnect and every idle read verifies that the peer answers and that the
+//! stream still leads on from our position (`liveness`).
 
 use std::time::Duration;
 
 use metafuse_rules::RelevantProperties;
-use metafuse_source::{TailBatch, TailEvent, TailStatus};
+use metafuse_source::{NOT_CONNECTED_YET, TailBatch, TailEvent, TailStatus};
 use metafuse_state::{EVENTS_STREAM, EventCounts};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -14,6 +16,9 @@ use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
 use crate::fetch::fetch_values;
 use crate::info::{StreamInfo, stream_info};
+use crate::liveness::{
+    Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe, stream_continuity, timed_out,
+};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -40,6 +45,8 @@ pub struct Tail {
     /// `XINFO` finding the stream ends at our position gives it, every entry
     /// read advances it, and the lag is the stream's count minus it.
     entries_added_at_position: Option<u64>,
+    /// The server last verified to hold our position.
+    identity: Option<ServerIdentity>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -66,6 +73,7 @@ impl Tail {
             outage_attempts: None,
             status: TailStatus::default(),
             entries_added_at_position: None,
+            identity: None,
         }
     }
 
@@ -79,6 +87,8 @@ impl Tail {
     pub fn set_status(&mut self, status: TailStatus) {
         if self.read_connection.is_some() {
             status.record_connection();
+        } else {
+            status.set_not_live(Some(NOT_CONNECTED_YET.to_owned()));
         }
         self.status = status;
     }
@@ -94,15 +104,27 @@ impl Tail {
     }
 
     /// Continues after `last_event_id` (after a resynchronisation).
+    ///
+    /// The bootstrap that produced `last_event_id` has just read this
+    /// Redis, so the tail counts as live again if it is connected; the next
+    /// read or idle verification confirms it.
     pub fn resume_from(&mut self, last_event_id: &str) {
         self.last_event_id = last_event_id.to_owned();
         self.entries_added_at_position = None;
         self.status.set_lag_entries(None);
+        // The snapshot came from whatever server answers now.
+        self.identity = None;
+        if self.read_connection.is_some() {
+            self.status.set_not_live(None);
+        }
     }
 
     /// Waits for the next entries and returns the current values of their
     /// relevant keys. Connection loss is retried with backoff and resumes
     /// from the last id; only errors that retrying cannot fix are returned.
+    /// While no entries come, every block time the tail verifies that Redis
+    /// answers and that the stream still leads on from our position, and
+    /// asks for a [`TailEvent::Resync`] when it does not.
     ///
     /// Cancel-safe: dropping the future loses nothing, the position only
     /// advances when a batch is returned.
@@ -122,9 +144,11 @@ impl Tail {
                     return Ok(event);
                 }
                 Ok(None) => self.recovered(),
-                Err(error) if error.is_connection_error() => {
+                Err(error) if is_transient(&error) => {
                     self.read_connection = None;
                     self.fetch_connection = None;
+                    self.status
+                        .set_not_live(Some(format!("lost redis, reconnecting: {error}")));
                     self.status.set_connected(false);
                     let attempts = self.outage_attempts.get_or_insert(0);
                     if *attempts == 0 {
@@ -134,7 +158,11 @@ impl Tail {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.status
+                        .set_not_live(Some(format!("reading the stream failed: {error}")));
+                    return Err(error);
+                }
             }
         }
     }
@@ -149,36 +177,95 @@ impl Tail {
         }
     }
 
+    /// The blocking connection's response timeout: a healthy Redis answers
+    /// an `XREAD BLOCK` after the block time, never much later.
+    fn read_response_timeout(&self) -> Duration {
+        self.block + RESPONSE_MARGIN
+    }
+
+    /// Opens both connections: the blocking one times out a little after
+    /// the block time, the fetch one after [`FETCH_RESPONSE_TIMEOUT`].
+    async fn connect(&mut self) -> Result<(), StreamError> {
+        let read = self
+            .connector
+            .multiplexed(Some(self.read_response_timeout()))
+            .await?;
+        let fetch = self
+            .connector
+            .multiplexed(Some(FETCH_RESPONSE_TIMEOUT))
+            .await?;
+        self.read_connection = Some(read);
+        self.fetch_connection = Some(fetch);
+        Ok(())
+    }
+
+    /// Whether the stream still leads on from our position: the stream's
+    /// end, start and deletions, and — when the server is not the process
+    /// (or replication history) we last verified — the entry at our
+    /// position. Marks the tail live when it does; a `Resync` when not.
+    async fn verify(&mut self) -> Result<Option<TailEvent>, StreamError> {
+        let Some(fetch) = &mut self.fetch_connection else {
+            return Ok(None);
+        };
+        let (info, identity) = observe(fetch).await?;
+        let mut continuity = stream_continuity(
+            info.as_ref(),
+            &self.last_event_id,
+            self.entries_added_at_position,
+        );
+        if continuity == Continuity::Continuous
+            && self
+                .identity
+                .as_ref()
+                .is_some_and(|known| *known != identity)
+            && !holds_entry(fetch, &self.last_event_id).await?
+        {
+            continuity = Continuity::Broken(format!(
+                "redis restarted or failed over (run_id {}, replication id {}) without the entry at our position {}",
+                identity.run_id, identity.replication_id, self.last_event_id
+            ));
+        }
+        self.identity = Some(identity);
+        self.observe_stream_end(info.as_ref());
+        match continuity {
+            Continuity::Continuous => {
+                // A fresh connection is marked live once it is counted.
+                if self.status.is_connected() {
+                    self.status.set_not_live(None);
+                }
+                Ok(None)
+            }
+            Continuity::Broken(reason) => {
+                tracing::warn!(
+                    reason,
+                    last_event_id = self.last_event_id,
+                    "the stream no longer leads on from our position"
+                );
+                self.status
+                    .set_not_live(Some(format!("resynchronising: {reason}")));
+                Ok(Some(TailEvent::Resync {
+                    last_event_id: self.last_event_id.clone(),
+                }))
+            }
+        }
+    }
+
     /// One `XREAD`; `None` when it timed out without entries.
     async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
         if self.read_connection.is_none() || self.fetch_connection.is_none() {
-            // The blocking read never times out; fetch replies are small.
-            let read = self.connector.multiplexed(None).await?;
-            let mut fetch = self
-                .connector
-                .multiplexed(Some(FETCH_RESPONSE_TIMEOUT))
-                .await?;
+            self.connect().await?;
             // After (re)connecting, the stream must still lead on from our
             // position: a Redis that came back empty, or trimmed past us,
-            // means changes were lost.
-            let info = stream_info(&mut fetch).await?;
-            let at_start = self.last_event_id == "0-0" || self.last_event_id == "0";
-            let continuous = match &info {
-                Some(info) => {
-                    !info.is_behind(&self.last_event_id) && !info.lost_after(&self.last_event_id)
-                }
-                None => at_start,
-            };
-            self.read_connection = Some(read);
-            self.fetch_connection = Some(fetch);
+            // means changes were lost. Only a connection that answered this
+            // counts as one (a Redis still loading its data does not).
+            let verdict = self.verify().await?;
             self.status.record_connection();
-            self.observe_stream_end(info.as_ref());
-            if !continuous {
-                return Ok(Some(TailEvent::Resync {
-                    last_event_id: self.last_event_id.clone(),
-                }));
+            match verdict {
+                Some(resync) => return Ok(Some(resync)),
+                None => self.status.set_not_live(None),
             }
         }
+        let response_timeout = self.read_response_timeout();
         let (Some(read), Some(fetch), Some(relevance)) = (
             &mut self.read_connection,
             &mut self.fetch_connection,
@@ -196,15 +283,24 @@ impl Tail {
             .arg(&self.last_event_id)
             .query_async(read)
             .await
-            .map_err(StreamError::command("XREAD meta:events"))?;
+            .map_err(|cause| {
+                if cause.is_timeout() {
+                    timed_out("XREAD meta:events", response_timeout)
+                } else {
+                    StreamError::Command {
+                        operation: "XREAD meta:events",
+                        cause,
+                    }
+                }
+            })?;
         let entries_and_last_id = stream_entries(reply)
             .and_then(|entries| last_entry_id(&entries).map(|last_id| (entries, last_id)));
         let Some((entries, last_id)) = entries_and_last_id else {
-            // Timed out: nothing after us when it was issued; look where the
-            // stream ends now so the lag stays current while idle.
-            let info = stream_info(fetch).await?;
-            self.observe_stream_end(info.as_ref());
-            return Ok(None);
+            // Timed out: nothing after us when it was issued. Nothing wakes
+            // us for losses without a new entry (a flush, a trim to empty,
+            // an `XDEL` of entries we have not read, a restart), so look now;
+            // this also pings the fetch connection and keeps the lag current.
+            return self.verify().await;
         };
         let n_entries = match &entries {
             Value::Array(items) => items.len() as u64,
@@ -216,9 +312,13 @@ impl Tail {
         // Entries after our old position were deleted before we read them
         // (the stream was trimmed past us): they are lost to us.
         let info = stream_info(fetch).await?;
-        if let Some(info) = &info
-            && info.lost_after(&self.last_event_id)
-        {
+        if let Continuity::Broken(reason) = stream_continuity(
+            info.as_ref(),
+            &self.last_event_id,
+            self.entries_added_at_position,
+        ) {
+            self.status
+                .set_not_live(Some(format!("resynchronising: {reason}")));
             return Ok(Some(TailEvent::Resync {
                 last_event_id: self.last_event_id.clone(),
             }));
@@ -233,6 +333,7 @@ impl Tail {
             .entries_added_at_position
             .map(|entries_added| entries_added + n_entries);
         self.observe_stream_end(info.as_ref());
+        self.status.set_not_live(None);
         Ok(Some(TailEvent::Batch(TailBatch {
             values,
             last_event_id: last_id,
@@ -265,6 +366,20 @@ impl Tail {
         };
         self.status.set_lag_entries(lag);
     }
+}
+
+/// Worth retrying after reconnecting: a connection problem, or a Redis that
+/// is up but not ready (loading its data set after a restart, a replica
+/// whose master is down).
+fn is_transient(error: &StreamError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_connection_error()
+        || matches!(error, StreamError::Command { cause, .. } if matches!(
+            cause.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+            )
+        ))
 }
 
 /// `XREAD` answers `[[stream, entries]]` (RESP2) or `{stream: entries}`

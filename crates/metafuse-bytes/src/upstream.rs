@@ -1,46 +1,13 @@
-//! Where a file's bytes come from: a local file under the files root, or
-//! HTTP range reads from the leader's WebDAV.
+//! HTTP range reads from the leader's WebDAV: a small blocking HTTP/1.1
+//! client (FUSE reads arrive on synchronous session threads).
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// The local path of a `filePath` under the files root: an absolute
-/// `filePath` is taken under the root too; `None` when it would escape the
-/// root (`..`), which is treated as a missing source.
-pub(crate) fn local_source_path(files_root: &Path, file_path: &str) -> Option<PathBuf> {
-    let relative = Path::new(file_path.trim_start_matches('/'));
-    let mut path = files_root.to_path_buf();
-    for component in relative.components() {
-        match component {
-            Component::Normal(part) => path.push(part),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(path)
-}
-
-/// Reads exactly `size` bytes at `offset`, fewer only at end of file.
-pub(crate) fn read_local(file: &File, offset: u64, size: usize) -> io::Result<Vec<u8>> {
-    let mut buffer = vec![0; size];
-    let mut filled = 0;
-    while filled < size {
-        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n_read) => filled += n_read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    buffer.truncate(filled);
-    Ok(buffer)
-}
+use crate::location::SourceLocation;
 
 /// How long connecting to the WebDAV server may take before a read fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +30,7 @@ const MAX_HEAD_BYTES: u64 = 64 * 1024;
 /// server, keeping idle connections for reuse (FUSE reads arrive on the
 /// session threads, which are synchronous).
 #[derive(Debug)]
-pub(crate) struct WebdavClient {
+pub struct UpstreamClient {
     /// `host:port` to connect to.
     host_port: String,
     /// The URL's authority, as sent in `Host`.
@@ -117,6 +84,8 @@ struct ResponseHead {
     keep_alive: bool,
     /// First byte of a `Content-Range: bytes first-last/total`.
     range_first: Option<u64>,
+    /// The `total` of a `Content-Range` (also on a 416).
+    range_total: Option<u64>,
 }
 
 /// Reads one response body, decoding chunked transfer encoding.
@@ -254,8 +223,9 @@ fn read_up_to(reader: &mut impl Read, buffer: &mut Vec<u8>, size: usize) -> io::
     Ok(())
 }
 
-impl WebdavClient {
-    pub(crate) fn new(base_url: &str) -> Result<Self, InvalidWebdavUrl> {
+impl UpstreamClient {
+    /// A client for `http://host[:port][/path]`.
+    pub fn new(base_url: &str) -> Result<Self, InvalidWebdavUrl> {
         let invalid = || InvalidWebdavUrl {
             url: base_url.to_owned(),
         };
@@ -279,7 +249,7 @@ impl WebdavClient {
             }
             _ => format!("{authority}:80"),
         };
-        Ok(WebdavClient {
+        Ok(UpstreamClient {
             host_port,
             host_header: authority.to_owned(),
             base_path: path.trim_end_matches('/').to_owned(),
@@ -287,20 +257,10 @@ impl WebdavClient {
         })
     }
 
-    /// `{base}/{filePath}` with the path percent-encoded.
-    fn request_target(&self, file_path: &str) -> String {
-        let mut target = self.base_path.clone();
-        for segment in file_path.split('/').filter(|segment| !segment.is_empty()) {
-            target.push('/');
-            for byte in segment.bytes() {
-                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                    target.push(byte as char);
-                } else {
-                    target.push_str(&format!("%{byte:02X}"));
-                }
-            }
-        }
-        target
+    /// `{base}/{filePath}` from the validated, percent-encoded segments of
+    /// the path rule: no `..` ever reaches the network.
+    fn request_target(&self, location: &SourceLocation) -> String {
+        format!("{}/{}", self.base_path, location.percent_encoded())
     }
 
     fn connect(&self) -> io::Result<BufReader<TcpStream>> {
@@ -325,16 +285,42 @@ impl WebdavClient {
     }
 
     /// Bytes `[offset, offset + size)` of the file (fewer at its end).
-    pub(crate) fn read_range(
+    pub fn read_range(
         &self,
-        file_path: &str,
+        location: &SourceLocation,
         offset: u64,
         size: usize,
     ) -> io::Result<Vec<u8>> {
         if size == 0 {
             return Ok(Vec::new());
         }
-        let target = self.request_target(file_path);
+        self.request(location, offset, size).map(|(bytes, _)| bytes)
+    }
+
+    /// The file's length, from the `Content-Range` total of a one-byte
+    /// range request.
+    pub fn length(&self, location: &SourceLocation) -> io::Result<u64> {
+        let (bytes, total) = self.request(location, 0, 1)?;
+        match total {
+            Some(total) => Ok(total),
+            // A server ignoring Range: only an empty file gives no byte.
+            None if bytes.is_empty() => Ok(0),
+            None => Err(invalid_response(format!(
+                "webdav: no length for {}",
+                self.request_target(location)
+            ))),
+        }
+    }
+
+    /// One range request, with one retry on a stale pooled connection:
+    /// the bytes and the `Content-Range` total, when sent.
+    fn request(
+        &self,
+        location: &SourceLocation,
+        offset: u64,
+        size: usize,
+    ) -> io::Result<(Vec<u8>, Option<u64>)> {
+        let target = self.request_target(location);
         let pooled = self.idle_connections.lock().pop();
         if let Some(connection) = pooled {
             match self.exchange(connection, &target, offset, size) {
@@ -359,7 +345,7 @@ impl WebdavClient {
         target: &str,
         offset: u64,
         size: usize,
-    ) -> Result<Vec<u8>, ExchangeError> {
+    ) -> Result<(Vec<u8>, Option<u64>), ExchangeError> {
         let last = offset.saturating_add(size as u64 - 1);
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nRange: bytes={offset}-{last}\r\nAccept-Encoding: identity\r\nConnection: keep-alive\r\n\r\n",
@@ -416,7 +402,7 @@ impl WebdavClient {
             }
         }
         result.map_err(ExchangeError::Response)?;
-        Ok(bytes)
+        Ok((bytes, head.range_total))
     }
 }
 
@@ -433,7 +419,8 @@ fn read_response_head(connection: &mut BufReader<TcpStream>) -> io::Result<Respo
         .ok_or_else(|| invalid_response(format!("webdav: bad status line {line:?}")))?;
     // HTTP/1.0 closes after each response unless asked otherwise.
     let mut keep_alive = version == "HTTP/1.1";
-    let (mut content_length, mut chunked, mut range_first) = (None, false, None);
+    let (mut content_length, mut chunked) = (None, false);
+    let (mut range_first, mut range_total) = (None, None);
     loop {
         read_head_line(connection, &mut line)?;
         let header = line.trim_end();
@@ -467,10 +454,13 @@ fn read_response_head(connection: &mut BufReader<TcpStream>) -> io::Result<Respo
                 }
             }
         } else if name.eq_ignore_ascii_case("content-range") {
-            range_first = value
-                .strip_prefix("bytes ")
-                .and_then(|range| range.split(['-', '/']).next())
+            let range = value.strip_prefix("bytes ").unwrap_or("");
+            let (span, total) = range.split_once('/').unwrap_or((range, ""));
+            range_first = span
+                .split('-')
+                .next()
                 .and_then(|first| first.trim().parse().ok());
+            range_total = total.trim().parse().ok();
         }
     }
     // Chunked encoding wins over a content-length (RFC 9112 6.3).
@@ -491,6 +481,7 @@ fn read_response_head(connection: &mut BufReader<TcpStream>) -> io::Result<Respo
         framing,
         keep_alive,
         range_first,
+        range_total,
     })
 }
 
@@ -499,45 +490,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_paths_are_taken_under_the_files_root() {
-        let root = Path::new("/files");
-        let cases = [
-            ("movies/heat.mkv", Some("/files/movies/heat.mkv")),
-            ("/movies/heat.mkv", Some("/files/movies/heat.mkv")),
-            ("./a//b.mkv", Some("/files/a/b.mkv")),
-            ("../etc/passwd", None),
-            ("a/../../b", None),
-        ];
-        for (file_path, expected) in cases {
-            assert_eq!(
-                local_source_path(root, file_path),
-                expected.map(PathBuf::from),
-                "{file_path}"
-            );
-        }
-    }
-
-    #[test]
     fn webdav_urls_and_targets() {
-        let client = WebdavClient::new("http://leader:8080/webdav/").expect("valid");
+        let client = UpstreamClient::new("http://leader:8080/webdav/").expect("valid");
         assert_eq!(client.host_port, "leader:8080");
+        let location = SourceLocation::resolve(
+            std::path::Path::new("/files"),
+            "/TV/Dark é 1.mkv".as_bytes(),
+        )
+        .expect("valid");
         assert_eq!(
-            client.request_target("/TV/Dark é 1.mkv"),
+            client.request_target(&location),
             "/webdav/TV/Dark%20%C3%A9%201.mkv"
         );
         assert_eq!(
-            WebdavClient::new("http://leader").expect("valid").host_port,
+            UpstreamClient::new("http://leader")
+                .expect("valid")
+                .host_port,
             "leader:80"
         );
-        assert!(WebdavClient::new("https://leader").is_err());
-        assert!(WebdavClient::new("http:///x").is_err());
-        let ipv6 = WebdavClient::new("http://[::1]/dav").expect("valid");
+        assert!(UpstreamClient::new("https://leader").is_err());
+        assert!(UpstreamClient::new("http:///x").is_err());
+        let ipv6 = UpstreamClient::new("http://[::1]/dav").expect("valid");
         assert_eq!(
             (ipv6.host_port.as_str(), ipv6.host_header.as_str()),
             ("[::1]:80", "[::1]")
         );
         assert_eq!(
-            WebdavClient::new("http://[::1]:81")
+            UpstreamClient::new("http://[::1]:81")
                 .expect("valid")
                 .host_port,
             "[::1]:81"
@@ -548,7 +527,7 @@ mod tests {
             "http://leader/dav?x=1",
             "http://lea der/dav",
         ] {
-            assert!(WebdavClient::new(refused).is_err(), "{refused}");
+            assert!(UpstreamClient::new(refused).is_err(), "{refused}");
         }
     }
 }

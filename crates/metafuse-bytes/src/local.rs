@@ -1,0 +1,64 @@
+//! A local source file, opened beneath the files root.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// An open local source: reads at any offset from any thread, and knows
+/// its real size (the metadata's size may be wrong).
+#[derive(Debug)]
+pub struct LocalSource {
+    file: File,
+    len: u64,
+}
+
+impl LocalSource {
+    /// Checks that `file` is a regular file and takes its size (`fstat`).
+    pub(crate) fn from_file(file: File) -> io::Result<Self> {
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "source is not a regular file",
+            ));
+        }
+        Ok(LocalSource {
+            len: metadata.len(),
+            file,
+        })
+    }
+
+    /// The size when it was opened.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file was empty when opened.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The open file (for kernel passthrough registration).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads exactly `size` bytes at `offset`, fewer only at end of file.
+    pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+        let mut buffer = vec![0; size];
+        let mut filled = 0;
+        while filled < size {
+            match self
+                .file
+                .read_at(&mut buffer[filled..], offset + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(n_read) => filled += n_read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        buffer.truncate(filled);
+        Ok(buffer)
+    }
+}
