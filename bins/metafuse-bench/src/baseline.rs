@@ -30,7 +30,7 @@ pub(crate) async fn run(
     let client = redis::Client::open(url)?;
     let mut connection = client.get_multiplexed_async_connection().await?;
     let n_stream_entries: u64 = redis::cmd("XLEN")
-        .arg("meta:events")
+        .arg(metafuse_stream::EVENTS_STREAM)
         .query_async(&mut connection)
         .await?;
     let mut state: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -42,7 +42,7 @@ pub(crate) async fn run(
             .arg("COUNT")
             .arg(100)
             .arg("STREAMS")
-            .arg("meta:events")
+            .arg(metafuse_stream::EVENTS_STREAM)
             .arg(&last_id)
             .query_async(&mut connection)
             .await?;

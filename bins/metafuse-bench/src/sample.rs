@@ -142,6 +142,8 @@ fn parse_line(line: &str, files_root: &Path) -> anyhow::Result<SampleFile> {
 /// `filePath` under the files root, as the mount resolves it (an absolute
 /// one is taken under the root too); a path leaving the root is refused
 /// rather than written outside it.
+// MERGE: the same rule as the FUSE source path (moving to the
+// `metafuse-bytes` crate); call that crate's function once it lands.
 fn relative_source_path(file_path: &str) -> anyhow::Result<PathBuf> {
     let mut relative = PathBuf::new();
     for component in Path::new(file_path.trim_start_matches('/')).components() {

@@ -269,3 +269,48 @@ fn unreachable_redis_exits_1() -> Result<(), Box<dyn std::error::Error>> {
     assert!(output.stdout.is_empty());
     Ok(())
 }
+
+/// The exit-code table shared with `metafuse`: a malformed Redis URL is the
+/// source's fault (3), a missing one a configuration error (2).
+#[test]
+fn malformed_redis_url_exits_3_and_missing_one_exits_2() -> Result<(), Box<dyn std::error::Error>> {
+    let output = stats_command()
+        .args(["--redis-url", "not a url", "--list"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("invalid redis url"),
+        "{}",
+        stderr_of(&output)
+    );
+
+    let output = stats_command().arg("--list").output()?;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    Ok(())
+}
+
+/// `--config` is the same TOML file `metafuse` reads: its `redis_url` and
+/// `preset` are used when no flag or environment variable gives them.
+#[test]
+fn redis_url_and_preset_come_from_the_config_file() -> Result<(), Box<dyn std::error::Error>> {
+    let redis = RedisServer::start()?;
+    seed_sample_library(&redis)?;
+    let directory = tempfile::tempdir()?;
+    let config = directory.path().join("metafuse.toml");
+    std::fs::write(
+        &config,
+        format!("redis_url = \"{}\"\npreset = \"plex\"\n", redis.url()),
+    )?;
+    let output = stats_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("--list")
+        .output()?;
+    assert!(output.status.success(), "stderr: {}", stderr_of(&output));
+    assert!(
+        stdout_of(&output).contains("/TV Shows/Dark/Season 01/Dark - S01E01.mkv"),
+        "{}",
+        stdout_of(&output)
+    );
+    Ok(())
+}

@@ -65,6 +65,20 @@ impl SourceLocation {
     /// Applies the path rule to `file_path` (raw bytes: a `filePath` need
     /// not be UTF-8) under `files_root`.
     pub fn resolve(files_root: &Path, file_path: &[u8]) -> Result<Self, PathRefused> {
+        Self::resolve_bytes(files_root, file_path)
+    }
+
+    /// [`SourceLocation::resolve`] for a `filePath` as the projection
+    /// stores it: a non-UTF-8 path is kept there in an escaped form
+    /// ([`metafuse_state::file_path_bytes`] gives its exact bytes back).
+    pub fn resolve_stored(files_root: &Path, stored_file_path: &str) -> Result<Self, PathRefused> {
+        Self::resolve_bytes(
+            files_root,
+            &metafuse_state::file_path_bytes(stored_file_path),
+        )
+    }
+
+    fn resolve_bytes(files_root: &Path, file_path: &[u8]) -> Result<Self, PathRefused> {
         if file_path.contains(&0) {
             return Err(PathRefused::NulByte);
         }

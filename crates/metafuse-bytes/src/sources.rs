@@ -93,9 +93,15 @@ impl ByteSources {
         &self.files_root
     }
 
-    /// Opens `file_path`: the local file beneath the root, else (missing
+    /// Opens a `filePath` as the projection stores it (a non-UTF-8 path is
+    /// kept there escaped; see [`metafuse_state::file_path_bytes`]): the local file beneath the root, else (missing
     /// or unreadable there) the upstream. A path refused by the rule or
     /// leading out of the root through a symlink is never asked upstream.
+    pub fn open_stored(&self, stored_file_path: &str) -> Result<OpenSource, OpenError> {
+        self.open(&metafuse_state::file_path_bytes(stored_file_path))
+    }
+
+    /// [`ByteSources::open_stored`] for a `filePath` given as its exact bytes.
     pub fn open(&self, file_path: &[u8]) -> Result<OpenSource, OpenError> {
         let lossy = || String::from_utf8_lossy(file_path).into_owned();
         let location = SourceLocation::resolve(&self.files_root, file_path).map_err(|reason| {

@@ -330,7 +330,7 @@ impl MetafuseFilesystem {
         };
         let source = self
             .sources
-            .open(source_path.as_bytes())
+            .open_stored(&source_path)
             .map_err(|error: OpenError| {
                 tracing::debug!(ino = ino.0, %error, "no readable source");
                 Errno::from_i32(error.errno())

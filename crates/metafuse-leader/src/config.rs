@@ -6,8 +6,8 @@ use crate::leader::SourceMode;
 
 /// Where to look for the leader and how patiently.
 ///
-/// Build it with [`DiscoveryConfig::from_env`] (the reference's environment
-/// names) and override fields from command-line flags.
+/// The binaries resolve it from flags, environment and config file in
+/// `metafuse-cli`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveryConfig {
     /// Explicit Redis URL (`--redis-url`/`REDIS_URL`); wins over everything.
@@ -49,12 +49,8 @@ impl Default for DiscoveryConfig {
 }
 
 impl DiscoveryConfig {
-    /// Reads `REDIS_URL`, `META_CORE_URL` and `META_CORE_PATH` from the process environment.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`from_env`](Self::from_env) with any variable source (tests, config files).
+    /// Reads `REDIS_URL`, `META_CORE_URL` and `META_CORE_PATH` from any
+    /// variable source (tests, config files).
     ///
     /// Empty or blank values count as unset: compose files often declare
     /// `REDIS_URL=` to mean "not pinned".

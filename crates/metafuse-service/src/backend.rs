@@ -228,7 +228,7 @@ impl Backend for ServiceBackend {
         // The mount's path rule (metafuse-bytes) decides; a refused
         // `filePath` (`..`) reports no path at all.
         let location =
-            SourceLocation::resolve(&self.inner.config.files_root, file_path.as_bytes()).ok();
+            SourceLocation::resolve_stored(&self.inner.config.files_root, file_path).ok();
         let webdav_url = match (&self.inner.leader.lock().webdav_url, &location) {
             (Some(base), Some(location)) => Some(format!(
                 "{}/{}",

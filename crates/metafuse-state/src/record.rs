@@ -31,17 +31,38 @@ fn read_varint(bytes: &[u8], position: &mut usize) -> u32 {
     value
 }
 
-fn as_str(bytes: &[u8]) -> &str {
+pub(crate) fn as_str(bytes: &[u8]) -> &str {
     // Every byte string in a record was copied from a `&str`.
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
-/// Builds a record from a hashId and `(name id, value)` pairs.
-pub(crate) fn encode<'a>(
-    hash_id: &str,
-    properties: impl IntoIterator<Item = (NameId, &'a str)>,
-) -> Box<[u8]> {
-    let mut buffer = Vec::with_capacity(hash_id.len() + 64);
+fn varint_length(value: u32) -> usize {
+    match value {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        0x20_0000..0x1000_0000 => 4,
+        _ => 5,
+    }
+}
+
+/// Builds a record from a hashId and `(name id, value)` pairs, in one
+/// allocation of exactly the record's size (no growth, no final shrink).
+pub(crate) fn encode<'a, P>(hash_id: &str, properties: P) -> Box<[u8]>
+where
+    P: IntoIterator<Item = (NameId, &'a str)>,
+    P::IntoIter: Clone,
+{
+    let properties = properties.into_iter();
+    let length = varint_length(hash_id.len() as u32)
+        + hash_id.len()
+        + properties
+            .clone()
+            .map(|(name_id, value)| {
+                varint_length(name_id) + varint_length(value.len() as u32) + value.len()
+            })
+            .sum::<usize>();
+    let mut buffer = Vec::with_capacity(length);
     push_varint(&mut buffer, hash_id.len() as u32);
     buffer.extend_from_slice(hash_id.as_bytes());
     for (name_id, value) in properties {
@@ -49,6 +70,7 @@ pub(crate) fn encode<'a>(
         push_varint(&mut buffer, value.len() as u32);
         buffer.extend_from_slice(value.as_bytes());
     }
+    debug_assert_eq!(buffer.len(), length);
     buffer.into_boxed_slice()
 }
 
@@ -95,6 +117,25 @@ impl<'a> Iterator for RecordProperties<'a> {
         self.position = end;
         Some((name_id, value))
     }
+}
+
+/// Every `(name id, byte range of the value)` of a record: positions
+/// instead of borrows, for callers that take the record apart and rebuild it.
+pub(crate) fn property_ranges(
+    record: &[u8],
+) -> impl Iterator<Item = (NameId, std::ops::Range<usize>)> + '_ {
+    let (_, mut position) = split_header(record);
+    std::iter::from_fn(move || {
+        if position >= record.len() {
+            return None;
+        }
+        let name_id = read_varint(record, &mut position);
+        let length = read_varint(record, &mut position) as usize;
+        let end = (position + length).min(record.len());
+        let range = position..end;
+        position = end;
+        Some((name_id, range))
+    })
 }
 
 pub(crate) fn get(record: &[u8], name_id: NameId) -> Option<&str> {

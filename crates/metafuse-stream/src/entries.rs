@@ -3,7 +3,7 @@
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use metafuse_rules::RelevantProperties;
-use metafuse_state::{EventCounts, KeyError, parse_event_key};
+use metafuse_state::{EventCounts, FILE_KEY_PREFIX, KeyError, parse_event_key};
 use redis::Value;
 use std::hash::BuildHasher;
 
@@ -26,6 +26,32 @@ impl RelevantKey {
         let hash_end = hash_start + hash_id.len();
         Ok(Self {
             key,
+            hash_start: hash_start as u32,
+            hash_end: hash_end as u32,
+        })
+    }
+
+    /// `{prefix}file:{hash_id}/{property}`, assembled in `buffer` (reused
+    /// across calls: no formatting machinery, no growth) and then copied
+    /// into a key of exactly its length. The snapshot builds millions.
+    pub(crate) fn build(
+        buffer: &mut String,
+        prefix: &str,
+        hash_id: &str,
+        property: &str,
+    ) -> Result<Self, KeyError> {
+        buffer.clear();
+        buffer.push_str(prefix);
+        buffer.push_str(FILE_KEY_PREFIX);
+        buffer.push_str(hash_id);
+        buffer.push('/');
+        buffer.push_str(property);
+        // The one rule of what a file key is stays in `parse_event_key`.
+        let (parsed_hash_id, _) = parse_event_key(buffer, prefix)?;
+        let hash_start = prefix.len() + FILE_KEY_PREFIX.len();
+        let hash_end = hash_start + parsed_hash_id.len();
+        Ok(Self {
+            key: buffer.as_str().to_owned(),
             hash_start: hash_start as u32,
             hash_end: hash_end as u32,
         })

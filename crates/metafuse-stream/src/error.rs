@@ -57,6 +57,11 @@ impl StreamError {
                     // dataset is in memory: it is back, not yet usable.
                     || cause.kind()
                         == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    // Cluster: the slot moved (failover, resharding) or the
+                    // cluster is reconfiguring; a blocked read is told
+                    // UNBLOCKED when its master becomes a replica.
+                    || cause.is_cluster_error()
+                    || cause.to_string().contains("UNBLOCKED")
             }
             StreamError::InvalidUrl { .. } | StreamError::UnexpectedReply { .. } => false,
         }

@@ -5,6 +5,7 @@ use metafuse_source::FetchedValues;
 use redis::Value;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
+use crate::cluster::{ClusterFetcher, StateConnection};
 use crate::connect::BulkConnection;
 use crate::entries::RelevantKey;
 use crate::error::StreamError;
@@ -19,6 +20,18 @@ const KEYS_PER_MGET: usize = 512;
 pub(crate) enum MgetConnection<'c> {
     Raw(&'c mut RespConnection),
     Multiplexed(&'c mut MultiplexedConnection),
+    /// A cluster: keys grouped by slot and owner (see `cluster.rs`).
+    Cluster(&'c std::sync::Arc<tokio::sync::Mutex<ClusterFetcher>>),
+}
+
+impl<'c> From<&'c mut StateConnection> for MgetConnection<'c> {
+    fn from(connection: &'c mut StateConnection) -> Self {
+        match connection {
+            StateConnection::Single(connection) => MgetConnection::Multiplexed(connection),
+            StateConnection::Cluster { fetcher, .. }
+            | StateConnection::StreamNode { fetcher, .. } => MgetConnection::Cluster(fetcher),
+        }
+    }
 }
 
 impl<'c> From<&'c mut MultiplexedConnection> for MgetConnection<'c> {
@@ -32,6 +45,7 @@ impl<'c> From<&'c mut BulkConnection> for MgetConnection<'c> {
         match connection {
             BulkConnection::Raw(connection) => MgetConnection::Raw(connection),
             BulkConnection::Multiplexed(connection) => MgetConnection::Multiplexed(connection),
+            BulkConnection::Cluster(fetcher) => MgetConnection::Cluster(fetcher),
         }
     }
 }
@@ -72,16 +86,38 @@ pub(crate) async fn fetch_values<'c>(
     connection: impl Into<MgetConnection<'c>>,
     keys: Vec<RelevantKey>,
 ) -> Result<FetchedValues, StreamError> {
+    match connection.into() {
+        MgetConnection::Cluster(fetcher) => fetcher.lock().await.fetch(keys).await,
+        connection => fetch_values_in_slots(connection, keys, None).await,
+    }
+}
+
+/// [`fetch_values`] on one node; with `slots` (the slot of every key, keys
+/// sorted by it), no `MGET` spans two slots, as a cluster node demands.
+pub(crate) async fn fetch_values_in_slots(
+    connection: MgetConnection<'_>,
+    keys: Vec<RelevantKey>,
+    slots: Option<&[u16]>,
+) -> Result<FetchedValues, StreamError> {
     let mut fetched = FetchedValues::with_capacity(keys.len());
     if keys.is_empty() {
         return Ok(fetched);
     }
-    let n_commands = keys.len().div_ceil(KEYS_PER_MGET);
+    let chunks = mget_chunks(&keys, slots);
+    let n_commands = chunks.len();
     let mut pending = keys.iter();
-    match connection.into() {
+    match connection {
+        // Reached through `fetch_values` only, which fans a cluster out to
+        // its nodes first.
+        MgetConnection::Cluster(_) => {
+            return Err(StreamError::UnexpectedReply {
+                operation: "MGET",
+                reply: "a cluster fetch must be split by node first".to_owned(),
+            });
+        }
         MgetConnection::Multiplexed(connection) => {
             let mut pipeline = redis::pipe();
-            for chunk in keys.chunks(KEYS_PER_MGET) {
+            for &chunk in &chunks {
                 let command = pipeline.cmd("MGET");
                 for key in chunk {
                     command.arg(&key.key);
@@ -120,7 +156,7 @@ pub(crate) async fn fetch_values<'c>(
             }
         }
         MgetConnection::Raw(connection) => {
-            for chunk in keys.chunks(KEYS_PER_MGET) {
+            for &chunk in &chunks {
                 let arguments = chunk.iter().map(|key| key.key.as_bytes());
                 connection.push_command(
                     1 + chunk.len(),
@@ -176,4 +212,22 @@ pub(crate) async fn fetch_values<'c>(
         }
     }
     Ok(fetched)
+}
+
+/// The keys of each `MGET`: at most [`KEYS_PER_MGET`], and all of one slot
+/// when `slots` are given.
+fn mget_chunks<'k>(keys: &'k [RelevantKey], slots: Option<&[u16]>) -> Vec<&'k [RelevantKey]> {
+    let Some(slots) = slots else {
+        return keys.chunks(KEYS_PER_MGET).collect();
+    };
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for end in 1..=keys.len() {
+        let slot_ends = end == keys.len() || slots.get(end) != slots.get(start);
+        if slot_ends || end - start == KEYS_PER_MGET {
+            chunks.push(&keys[start..end]);
+            start = end;
+        }
+    }
+    chunks
 }

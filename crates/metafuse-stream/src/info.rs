@@ -2,7 +2,7 @@
 //! reaches back to a position.
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 
 use metafuse_state::EVENTS_STREAM;
 
@@ -62,7 +62,7 @@ impl StreamInfo {
 
 /// `XINFO STREAM`; `None` when the stream does not exist.
 pub(crate) async fn stream_info(
-    connection: &mut MultiplexedConnection,
+    connection: &mut impl ConnectionLike,
 ) -> Result<Option<StreamInfo>, StreamError> {
     let reply: Result<Value, redis::RedisError> = redis::cmd("XINFO")
         .arg("STREAM")

@@ -17,6 +17,25 @@
 //! (`{prefix}file:{hashId}/{property}`, `{prefix}file:__index__`); the
 //! stream is always `meta:events`, as the writers name it.
 //!
+//! URLs (`--redis-url`; a password in the URL is never logged):
+//!
+//! | form | meaning |
+//! |---|---|
+//! | `redis://[user:password@]host:port[/db]`, `rediss://…` | one Redis (TLS with `rediss`) |
+//! | `redis+cluster://[user:password@]host:port[,host:port…]` | a Redis Cluster, through any of these seed nodes; `rediss+cluster://` for TLS |
+//! | `redis+sentinel://[user:password@]host:port[,host:port…]/master-name` | the master the sentinels name (port 26379 if omitted); `rediss+sentinel://` for TLS to the master |
+//!
+//! In a cluster, bulk fetches are grouped by hash slot and owner and sent
+//! to every master in parallel (one pipeline per node, never a cross-slot
+//! `MGET`), `SCAN` walks every master, and the tail reads the master
+//! serving `meta:events`, re-resolved after a failover. With Sentinel every
+//! connection goes to the master named at that moment, so a switch is a
+//! reconnect: the tail resumes from its last id, or resynchronises when the
+//! new master's stream does not reach it. The credentials of a cluster URL
+//! apply to every node; those of a sentinel URL to the master only (the
+//! sentinels are asked without). `REDIS_PREFIX` works unchanged; hash tags
+//! are never assumed.
+//!
 //! This crate re-exports the state and rules types an embedder needs, so
 //! one dependency line suffices:
 //!
@@ -51,6 +70,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 mod connect;
 mod entries;
 mod error;
@@ -59,6 +79,7 @@ mod info;
 mod liveness;
 mod redis_source;
 mod resp;
+mod sentinel;
 mod source;
 mod tail;
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 
 use crate::entries::StreamId;
 use crate::error::StreamError;
@@ -132,7 +132,7 @@ fn emptied_past(info: &StreamInfo, position: &str) -> bool {
 /// The stream's state and the server's identity, with [`CHECK_TIMEOUT`]:
 /// the fetch connection's ping while idle.
 pub(crate) async fn observe(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
 ) -> Result<(Option<StreamInfo>, ServerIdentity), StreamError> {
     let work = async {
         let info = stream_info(connection).await?;
@@ -149,7 +149,7 @@ pub(crate) async fn observe(
 /// is still there: then the new process has the data we had read up to it
 /// (the stream checks cover what follows); otherwise it lost it.
 pub(crate) async fn holds_entry(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
     position: &str,
 ) -> Result<bool, StreamError> {
     if StreamId::parse(position).unwrap_or_default() == StreamId::default() {
@@ -187,7 +187,7 @@ pub(crate) fn timed_out(operation: &'static str, after: Duration) -> StreamError
 }
 
 async fn server_identity(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
 ) -> Result<ServerIdentity, StreamError> {
     let server = info_section(connection, "server").await?;
     let replication = info_section(connection, "replication").await?;
@@ -200,7 +200,7 @@ async fn server_identity(
 }
 
 async fn info_section(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
     section: &'static str,
 ) -> Result<String, StreamError> {
     let reply: Value = redis::cmd("INFO")

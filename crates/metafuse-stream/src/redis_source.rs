@@ -46,14 +46,21 @@ impl RedisSource {
         self.tail.set_block(block);
     }
 
+    /// See [`Source::fetched_keys_per_node`] (per cluster master, for
+    /// `/metrics`).
+    pub fn fetched_keys_per_node(&self) -> Vec<(String, u64)> {
+        self.source.fetched_keys_per_node()
+    }
+
     /// See [`Source::set_scan_nested`].
     pub fn set_scan_nested(&mut self, scan_nested: bool) {
         self.source.set_scan_nested(scan_nested);
     }
 
     /// One section of `INFO`, as `field:value` lines.
+    /// In a cluster, the `INFO` of the master serving `meta:events`.
     async fn info_field(&mut self, section: &str, field: &str) -> Result<String, StreamError> {
-        let mut connection = self.source.connection().await?;
+        let mut connection = self.source.stream_node_connection().await?;
         let text: String = redis::cmd("INFO")
             .arg(section)
             .query_async(&mut connection)

@@ -7,14 +7,13 @@ use hashbrown::HashSet;
 use metafuse_rules::RelevantProperties;
 use metafuse_source::{BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, Timings};
 use metafuse_state::{
-    EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, file_key,
-    index_key,
+    EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, index_key,
 };
 use redis::Value;
 use redis::aio::ConnectionLike;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
+use crate::cluster::StateConnection;
 use crate::connect::{BulkConnection, Connector};
 use crate::entries::{EntryBatch, RelevanceCache, RelevantKey, decode_entry, last_entry_id};
 use crate::error::StreamError;
@@ -101,7 +100,7 @@ impl std::str::FromStr for Strategy {
 #[derive(Clone)]
 pub struct Source {
     connector: Connector,
-    connection: MultiplexedConnection,
+    connection: StateConnection,
     prefix: String,
     scan_nested: bool,
 }
@@ -122,7 +121,7 @@ impl Source {
     /// key is always `meta:events`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StreamError> {
         let connector = Connector::new(url)?;
-        let connection = connector.multiplexed(Some(RESPONSE_TIMEOUT)).await?;
+        let connection = connector.state(Some(RESPONSE_TIMEOUT)).await?;
         Ok(Self {
             connector,
             connection,
@@ -147,7 +146,7 @@ impl Source {
             .and_then(|ping| ping.map_err(|error| error.to_string()))
         {
             tracing::debug!(%error, "redis connection is dead; reconnecting");
-            self.connection = self.connector.multiplexed(Some(RESPONSE_TIMEOUT)).await?;
+            self.connection = self.connector.state(Some(RESPONSE_TIMEOUT)).await?;
         }
         Ok(())
     }
@@ -162,9 +161,30 @@ impl Source {
     }
 
     /// The state connection, checked alive (reconnected if Redis restarted).
-    pub(crate) async fn connection(&mut self) -> Result<MultiplexedConnection, StreamError> {
+    pub(crate) async fn connection(&mut self) -> Result<StateConnection, StreamError> {
         self.ensure_connected().await?;
         Ok(self.connection.clone())
+    }
+
+    /// A connection to the node serving `meta:events` (the only node unless
+    /// a cluster).
+    pub(crate) async fn stream_node_connection(
+        &self,
+    ) -> Result<redis::aio::MultiplexedConnection, StreamError> {
+        self.connector
+            .for_key(EVENTS_STREAM)
+            .await?
+            .multiplexed(Some(RESPONSE_TIMEOUT))
+            .await
+    }
+
+    /// Keys fetched per cluster master (`host:port`) since the start; empty
+    /// unless a cluster. For per-node fetch metrics.
+    pub fn fetched_keys_per_node(&self) -> Vec<(String, u64)> {
+        self.connector
+            .topology()
+            .map(|topology| topology.fetched_keys())
+            .unwrap_or_default()
     }
 
     /// The key prefix of `file:` keys.
@@ -305,7 +325,12 @@ impl Source {
         let (batch_sender, batch_receiver) = mpsc::channel(4);
         // A connection of its own, so that decoding stream pages and decoding
         // MGET replies run on different threads.
-        let reader_connection = self.connector.bulk(RESPONSE_TIMEOUT).await?;
+        let reader_connection = self
+            .connector
+            .for_key(EVENTS_STREAM)
+            .await?
+            .bulk(RESPONSE_TIMEOUT)
+            .await?;
         let fetch_connection = self.connector.bulk(RESPONSE_TIMEOUT).await?;
         let reader = tokio::spawn(read_stream(
             reader_connection,
@@ -357,13 +382,12 @@ impl Source {
         let prefix = self.prefix.clone();
         let exact_names = names.clone();
         let producer = tokio::spawn(async move {
+            let mut buffer = String::new();
             for files in hash_ids.chunks(FILES_PER_SNAPSHOT_BATCH) {
                 let mut keys = Vec::with_capacity(files.len() * exact_names.len());
                 for hash_id in files {
                     for name in &exact_names {
-                        if let Ok(key) =
-                            RelevantKey::parse(file_key(&prefix, hash_id, name), &prefix)
-                        {
+                        if let Ok(key) = RelevantKey::build(&mut buffer, &prefix, hash_id, name) {
                             keys.push(key);
                         }
                     }
@@ -440,12 +464,22 @@ impl Source {
     pub async fn fetch_plan(&mut self, plan: &FetchPlan) -> Result<FetchedValues, StreamError> {
         self.ensure_connected().await?;
         let mut fetched = FetchedValues::default();
-        let keys: Vec<RelevantKey> = plan
-            .exact_keys(&self.prefix)
-            .filter_map(|(_, _, key)| RelevantKey::parse(key, &self.prefix).ok())
-            .collect();
-        for chunk in keys.chunks(FILES_PER_SNAPSHOT_BATCH * 16) {
-            fetched.extend(fetch_values(&mut self.connection, chunk.to_vec()).await?);
+        // Keys built chunk by chunk into one reused buffer: neither every
+        // key of the plan at once nor a copy of each chunk.
+        let chunk_size = FILES_PER_SNAPSHOT_BATCH * 16;
+        let n_properties = plan.properties.len();
+        let n_pairs = plan.hash_ids.len() * n_properties;
+        let mut buffer = String::new();
+        for start in (0..n_pairs).step_by(chunk_size) {
+            let mut chunk = Vec::with_capacity(chunk_size.min(n_pairs - start));
+            for index in start..n_pairs.min(start + chunk_size) {
+                let hash_id = &plan.hash_ids[index / n_properties];
+                let property = &plan.properties[index % n_properties];
+                if let Ok(key) = RelevantKey::build(&mut buffer, &self.prefix, hash_id, property) {
+                    chunk.push(key);
+                }
+            }
+            fetched.extend(fetch_values(&mut self.connection, chunk).await?);
         }
         for name in &plan.nested_prefixes {
             let pattern = format!(
@@ -484,6 +518,12 @@ impl BulkConnection {
         let arguments = ["XRANGE", EVENTS_STREAM, &start, "+", "COUNT", &count];
         let connection = match self {
             BulkConnection::Raw(connection) => connection,
+            BulkConnection::Cluster(_) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "XRANGE is read on the node owning meta:events, not across a cluster",
+                )));
+            }
             BulkConnection::Multiplexed(connection) => {
                 let (name, rest) = (arguments[0], &arguments[1..]);
                 let mut command = redis::cmd(name);
@@ -569,9 +609,38 @@ enum Scan<'a> {
 }
 
 /// Every key or member the walk finds, once each (a walk may return one
-/// twice); names that are not UTF-8 are no file keys and are left out.
+/// twice); names that are not UTF-8 are no file keys and are left out. In a
+/// cluster, `SCAN` walks every master (each holds its own keys).
 async fn scan(
-    connection: &mut MultiplexedConnection,
+    connection: &mut StateConnection,
+    what: Scan<'_>,
+) -> Result<Vec<String>, StreamError> {
+    let mut found = match (what, &*connection) {
+        (Scan::Keys(_), StateConnection::Cluster { topology, .. }) => {
+            let topology = topology.clone();
+            if topology.masters().is_empty() {
+                topology.refresh().await?;
+            }
+            let mut found = Vec::new();
+            for address in topology.masters() {
+                let mut node = topology
+                    .node(&address)?
+                    .multiplexed(Some(RESPONSE_TIMEOUT))
+                    .await?;
+                found.extend(walk(&mut node, what).await?);
+            }
+            found
+        }
+        _ => walk(connection, what).await?,
+    };
+    let mut seen = HashSet::with_capacity(found.len());
+    found.retain(|name| seen.insert(name.clone()));
+    Ok(found)
+}
+
+/// One cursor walk on one connection.
+async fn walk(
+    connection: &mut impl ConnectionLike,
     what: Scan<'_>,
 ) -> Result<Vec<String>, StreamError> {
     let operation = match what {
@@ -609,8 +678,6 @@ async fn scan(
         }
         cursor = next;
     }
-    let mut seen = HashSet::with_capacity(found.len());
-    found.retain(|name| seen.insert(name.clone()));
     Ok(found)
 }
 
@@ -618,7 +685,7 @@ async fn scan(
 /// of the exact names a snapshot already fetches (children of a tracked
 /// name, such as `titles/fra` when `titles` is tracked).
 async fn scan_nested_keys(
-    mut connection: MultiplexedConnection,
+    mut connection: StateConnection,
     prefix: String,
     mut relevance: RelevanceCache,
     exact_names: HashSet<String>,
@@ -771,6 +838,7 @@ mod tests {
         let kind = match &connection {
             BulkConnection::Raw(_) => "raw",
             BulkConnection::Multiplexed(_) => "multiplexed",
+            BulkConnection::Cluster(_) => "cluster",
         };
         let n_entries = connection
             .read_page("0-0", prefix, &mut relevance, &mut batch)

@@ -11,6 +11,7 @@ use metafuse_state::{EVENTS_STREAM, EventCounts};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use crate::cluster::StateConnection;
 use crate::connect::Connector;
 use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
 use crate::error::StreamError;
@@ -36,7 +37,7 @@ pub struct Tail {
     last_event_id: String,
     block: Duration,
     read_connection: Option<MultiplexedConnection>,
-    fetch_connection: Option<MultiplexedConnection>,
+    fetch_connection: Option<StateConnection>,
     relevance: Option<RelevanceCache>,
     /// Set while Redis is unreachable, so an outage is logged once.
     outage_attempts: Option<u32>,
@@ -186,14 +187,14 @@ impl Tail {
     /// Opens both connections: the blocking one times out a little after
     /// the block time, the fetch one after [`FETCH_RESPONSE_TIMEOUT`].
     async fn connect(&mut self) -> Result<(), StreamError> {
+        // In a cluster: the node serving `meta:events` now.
         let read = self
             .connector
+            .for_key(EVENTS_STREAM)
+            .await?
             .multiplexed(Some(self.read_response_timeout()))
             .await?;
-        let fetch = self
-            .connector
-            .multiplexed(Some(FETCH_RESPONSE_TIMEOUT))
-            .await?;
+        let fetch = self.connector.stream_state(FETCH_RESPONSE_TIMEOUT).await?;
         self.read_connection = Some(read);
         self.fetch_connection = Some(fetch);
         Ok(())

@@ -8,18 +8,22 @@
 //! [`TableCheck`] makes a table test check every row.
 #![warn(missing_docs)]
 
+mod cluster;
 mod fuse;
 mod library;
 mod metacore;
 mod mounts;
 mod redis_server;
+mod sentinel;
 mod table;
 mod writer;
 
+pub use cluster::{RedisCluster, write_library_to_cluster};
 pub use fuse::{REQUIRE_FUSE_VARIABLE, fuse_required, fuse_unavailable, report_fuse_skip};
 pub use library::{EVENTS_STREAM, Library, LibrarySpec, Write};
 pub use metacore::{DoubleMode, MetaCoreDouble, MetaCoreDoubleConfig, MetaCoreDoubleError};
 pub use mounts::{MountingChild, is_mounted, lazy_unmount};
 pub use redis_server::{RedisServer, RedisServerError};
+pub use sentinel::{RedisSentinels, SENTINEL_MASTER_NAME};
 pub use table::TableCheck;
 pub use writer::{Files, Writer, read_truth};

@@ -140,14 +140,14 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
 
 /// Polls the port until it answers `PING`; redis-server offers no readiness
 /// event we could await instead, so this is a bounded poll, not a sleep.
-fn wait_until_ready(port: u16, limit: Duration) -> Result<(), RedisServerError> {
+pub(crate) fn wait_until_ready(port: u16, limit: Duration) -> Result<(), RedisServerError> {
     use std::io::{Read, Write};
     let started = Instant::now();
     while started.elapsed() < limit {

@@ -112,9 +112,32 @@ pub struct Tree {
 #[derive(Clone, Debug)]
 struct Node {
     parent: u64,
-    /// The name under which the node is visible in its parent.
+    /// The name under which the node is visible in its parent; for a file
+    /// that holds its rendered name (almost all of them) it is left empty
+    /// and the name is read from `desired_name`, so it is stored once
+    /// (see [`Node::visible_name`]).
     name: Box<str>,
     body: Body,
+}
+
+impl Node {
+    /// The name under which the node is visible in its parent.
+    fn visible_name(&self) -> &str {
+        match &self.body {
+            // A file's desired name is never empty (see `split_rendered_path`).
+            Body::File(file) if self.name.is_empty() => &file.desired_name,
+            _ => &self.name,
+        }
+    }
+
+    /// Records the name a file holds, storing it only when it differs from
+    /// the rendered one.
+    fn set_file_name(&mut self, name: &str) {
+        self.name = match &self.body {
+            Body::File(file) if *file.desired_name == *name => Box::default(),
+            _ => name.into(),
+        };
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -185,12 +208,17 @@ impl Slot {
         position
     }
 
-    /// Removes the attempt of `ino` at `level`; returns whether it held the name.
-    fn remove_attempt(&mut self, ino: u64, level: u32) -> bool {
+    /// Removes the attempt of `ino` (whose hashId is `hash_id`) at `level`;
+    /// returns whether it held the name. A binary search: `(level, hashId)`
+    /// is unique and the attempts are sorted by it, so a name with many
+    /// claimants costs O(log n) to find, not a scan.
+    fn remove_attempt(&mut self, ino: u64, hash_id: &str, level: u32) -> bool {
+        let key = (level, hash_id);
         let position = self
             .attempts
-            .iter()
-            .position(|attempt| attempt.ino == ino && attempt.level == level);
+            .binary_search_by(|existing| (existing.level, &*existing.hash_id).cmp(&key))
+            .ok()
+            .filter(|&position| self.attempts[position].ino == ino);
         match position {
             Some(position) => {
                 self.attempts.remove(position);
@@ -667,7 +695,7 @@ impl Tree {
                 self.nodes
                     .get_mut(&ino)
                     .expect("tree invariant: placed file is in the node table")
-                    .name = name.as_str().into();
+                    .set_file_name(&name);
                 sink.entry(directory, &name);
             } else {
                 pending.push((ino, level + 1));
@@ -709,7 +737,7 @@ impl Tree {
             self.nodes
                 .get_mut(&ino)
                 .expect("tree invariant: retreating file is in the node table")
-                .name = freed_name.as_str().into();
+                .set_file_name(&freed_name);
             sink.entry(directory, &freed_name);
         }
     }
@@ -734,7 +762,7 @@ impl Tree {
             let Some(slot) = names.get_mut(&*name) else {
                 continue;
             };
-            let was_holder = slot.remove_attempt(ino, level);
+            let was_holder = slot.remove_attempt(ino, &hash_id, level);
             if slot.is_empty() {
                 names.remove(&*name);
             }
@@ -948,7 +976,7 @@ impl Tree {
         let mut current = ino;
         while current != ROOT_INODE {
             let node = self.nodes.get(&current)?;
-            names.push(&*node.name);
+            names.push(node.visible_name());
             current = node.parent;
         }
         if names.is_empty() {
@@ -1116,7 +1144,7 @@ impl<'t> NodeRef<'t> {
 
     /// The visible name (after collision suffixes); empty for the root.
     pub fn name(&self) -> &'t str {
-        &self.node.name
+        self.node.visible_name()
     }
 
     /// Directory or file.

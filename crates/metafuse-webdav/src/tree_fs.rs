@@ -251,7 +251,7 @@ impl DavFileSystem for TreeFs {
                 (NodeMeta::of(node), file_path)
             };
             let sources = self.sources.clone();
-            let source = tokio::task::spawn_blocking(move || sources.open(file_path.as_bytes()))
+            let source = tokio::task::spawn_blocking(move || sources.open_stored(&file_path))
                 .await
                 .map_err(|_| FsError::GeneralFailure)?
                 .map_err(|error| {

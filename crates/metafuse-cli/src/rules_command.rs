@@ -2,16 +2,15 @@
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use metafuse_rules::{Format, Metadata, Rules, RulesDocument, Severity, validate};
 use serde_json::Value;
 
-/// Exit code for a bad invocation or unreadable input (clap uses it too).
-const EXIT_USAGE: u8 = 2;
+use crate::exit::{CliError, ExitKind};
 
+/// `metafuse rules …`.
 #[derive(Debug, Args)]
 pub struct RulesCommand {
     #[command(subcommand)]
@@ -42,19 +41,21 @@ enum RulesAction {
     },
 }
 
-pub fn run(command: RulesCommand) -> ExitCode {
-    let outcome = match command.action {
+/// Runs `rules check` or `rules render`. An unreadable input is a
+/// configuration failure; invalid rules or unrenderable lines are `Failed`.
+pub fn run_rules(command: RulesCommand) -> Result<(), CliError> {
+    match command.action {
         RulesAction::Check { file } => check(&file),
         RulesAction::Render {
             rules,
             preset,
             json,
         } => render(rules.as_deref(), preset.as_deref(), json),
-    };
-    outcome.unwrap_or_else(|error| {
-        eprintln!("error: {error:#}");
-        ExitCode::from(EXIT_USAGE)
-    })
+    }
+}
+
+fn usage(error: anyhow::Error) -> CliError {
+    CliError::new(ExitKind::Config, error)
 }
 
 fn read_document(path: &Path) -> anyhow::Result<(String, Format)> {
@@ -68,13 +69,13 @@ fn read_document(path: &Path) -> anyhow::Result<(String, Format)> {
     Ok((text, format))
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let (text, format) = read_document(path)?;
+fn check(path: &Path) -> Result<(), CliError> {
+    let (text, format) = read_document(path).map_err(usage)?;
     let document = match RulesDocument::parse(&text, format) {
         Ok(document) => document,
         Err(error) => {
             println!("error: {}: {error}", path.display());
-            return Ok(ExitCode::FAILURE);
+            return Err(CliError::already_reported(ExitKind::Failed));
         }
     };
     let diagnostics = validate(&document);
@@ -91,14 +92,14 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             "{}: invalid ({errors} error(s), {warnings} warning(s))",
             path.display()
         );
-        Ok(ExitCode::FAILURE)
+        Err(CliError::already_reported(ExitKind::Failed))
     } else {
         println!(
             "{}: valid ({} rule(s), {warnings} warning(s))",
             path.display(),
             document.rules.len()
         );
-        Ok(ExitCode::SUCCESS)
+        Ok(())
     }
 }
 
@@ -120,8 +121,20 @@ fn load_rules(rules_file: Option<&Path>, preset: Option<&str>) -> anyhow::Result
     Ok(rules)
 }
 
-fn render(rules_file: Option<&Path>, preset: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let rules = load_rules(rules_file, preset)?;
+fn render(rules_file: Option<&Path>, preset: Option<&str>, json: bool) -> Result<(), CliError> {
+    let rules = load_rules(rules_file, preset).map_err(usage)?;
+    let n_failed_lines = render_lines(&rules, json).map_err(usage)?;
+    if n_failed_lines > 0 {
+        return Err(CliError::new(
+            ExitKind::Failed,
+            anyhow::anyhow!("{n_failed_lines} line(s) could not be rendered"),
+        ));
+    }
+    Ok(())
+}
+
+/// Renders stdin to stdout; the number of lines that failed.
+fn render_lines(rules: &Rules, json: bool) -> anyhow::Result<usize> {
     let stdin = std::io::stdin().lock();
     let mut stdout = BufWriter::new(std::io::stdout().lock());
     let mut n_failed_lines = 0_usize;
@@ -156,11 +169,7 @@ fn render(rules_file: Option<&Path>, preset: Option<&str>, json: bool) -> anyhow
         .context("cannot write to stdout")?;
     }
     stdout.flush().context("cannot write to stdout")?;
-    if n_failed_lines > 0 {
-        eprintln!("error: {n_failed_lines} line(s) could not be rendered");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(n_failed_lines)
 }
 
 struct FileLine {

@@ -5,22 +5,24 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
-use metafuse_stream::{Phase, Projection, Rules, RulesDocument, Source};
+use metafuse_stream::{Phase, Projection, Rules, RulesDocument, Source, StreamError};
 use metafuse_vfs::Library;
 use serde_json::json;
 
-use crate::{Arguments, Failure};
+use super::Output;
+use crate::config::{StatsRules, StatsSettings};
+use crate::exit::{CliError, ExitKind};
 
-fn load_rules(arguments: &Arguments) -> anyhow::Result<Rules> {
-    match &arguments.rules {
-        Some(path) => {
+fn load_rules(rules: &StatsRules) -> anyhow::Result<Rules> {
+    match rules {
+        StatsRules::File(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read rules file {}", path.display()))?;
             let document = RulesDocument::parse_auto(&text)
                 .with_context(|| format!("invalid rules file {}", path.display()))?;
             Rules::compile(document).with_context(|| format!("invalid rules in {}", path.display()))
         }
-        None => Ok(Rules::preset(&arguments.preset)?),
+        StatsRules::Preset(name) => Ok(Rules::preset(name)?),
     }
 }
 
@@ -38,22 +40,37 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
-    let rules = load_rules(arguments).map_err(Failure::Input)?;
-    // clap requires `--redis-url` unless `--api` is given, and `--api` never
-    // reaches this mode; checked rather than unwrapped so that a later change
-    // of the flags gives an error, not a panic.
-    let redis_url = arguments
-        .redis_url
-        .as_deref()
-        .ok_or_else(|| Failure::Input(anyhow::anyhow!("missing --redis-url")))?;
+/// An unreachable Redis ends a one-shot command (`Failed`); a malformed URL
+/// or reply is the source's fault (`Source`).
+fn source_failure_kind(error: &StreamError) -> ExitKind {
+    if error.is_connection_error() {
+        ExitKind::Failed
+    } else {
+        ExitKind::Source
+    }
+}
+
+fn source_failure(error: StreamError) -> CliError {
+    CliError::new(source_failure_kind(&error), error)
+}
+
+pub(crate) async fn run(settings: &StatsSettings, output: Output) -> Result<(), CliError> {
+    let rules = load_rules(&settings.rules).map_err(CliError::of(ExitKind::Config))?;
+    let redis_url = settings.redis_url.as_deref().ok_or_else(|| {
+        CliError::new(
+            ExitKind::Config,
+            anyhow::anyhow!(
+                "no redis: give --redis-url URL, REDIS_URL or redis_url in --config, or --api URL"
+            ),
+        )
+    })?;
     let mut projection = Projection::new(rules.relevant_properties());
-    let mut source = Source::connect(redis_url, &arguments.prefix)
+    let mut source = Source::connect(redis_url, &settings.prefix)
         .await
-        .map_err(|error| Failure::Redis(error.into()))?;
+        .map_err(source_failure)?;
     let bar = progress_bar();
     let report = source
-        .bootstrap(&mut projection, arguments.strategy, |progress| {
+        .bootstrap(&mut projection, settings.strategy, |progress| {
             if let Some(bar) = &bar {
                 bar.set_message(match progress.phase {
                     Phase::Replay => "replay",
@@ -65,7 +82,10 @@ pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
             }
         })
         .await
-        .map_err(|error| Failure::Redis(anyhow::Error::new(error).context("bootstrap failed")))?;
+        .map_err(|error| {
+            let kind = source_failure_kind(&error);
+            CliError::new(kind, anyhow::Error::new(error).context("bootstrap failed"))
+        })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -73,11 +93,11 @@ pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
     let stats = projection.stats();
     let bytes_per_file = stats.state_size.checked_div(stats.file_count).unwrap_or(0);
     let mut stdout = std::io::stdout().lock();
-    let written = if arguments.list {
+    let written = if output == Output::List {
         list(projection, rules, &mut stdout)
-    } else if arguments.dump {
+    } else if output == Output::Dump {
         dump(&projection, &mut stdout)
-    } else if arguments.json {
+    } else if output == Output::Json {
         let summary = json!({
             // The same meanings as `GET /api/fuse/stats`: `fileCount` is what
             // the mount shows, `stateSize` the files the state knows.
@@ -123,7 +143,7 @@ pub(crate) async fn run(arguments: &Arguments) -> Result<(), Failure> {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other
             .context("cannot write to stdout")
-            .map_err(Failure::Input),
+            .map_err(CliError::of(ExitKind::Failed)),
     }
 }
 

@@ -12,13 +12,24 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use crate::exit::{CliError, ExitKind};
+
 /// A stuck instance must not hang the operator's terminal.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-pub(crate) async fn run(base_url: &str, as_json: bool) -> anyhow::Result<()> {
-    let base_url = normalise_base_url(base_url)?;
+/// A bad URL is configuration; an instance that cannot be reached or
+/// answers badly fails the command.
+pub(crate) async fn run(base_url: &str, as_json: bool) -> Result<(), CliError> {
+    let base_url = normalise_base_url(base_url).map_err(CliError::of(ExitKind::Config))?;
+    ask(&base_url, as_json)
+        .await
+        .map_err(CliError::of(ExitKind::Failed))
+}
+
+async fn ask(base_url: &str, as_json: bool) -> anyhow::Result<()> {
+    let base_url = base_url.to_owned();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let (stats, health) = tokio::join!(
         get_json(&client, &base_url, "/api/fuse/stats"),

@@ -1,0 +1,69 @@
+//! Snapshot time of one library held by one Redis node and by a 3-master
+//! Redis Cluster, both started here on loopback, same run.
+//!
+//! `cargo run --release -p metafuse-stream --example cluster_snapshot -- 100000`
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use metafuse_stream::{Projection, Rules, Source, Strategy};
+use metafuse_testkit::{Library, LibrarySpec, RedisCluster, RedisServer, write_library_to_cluster};
+
+const RUNS: usize = 3;
+
+async fn snapshot_times(
+    url: &str,
+    relevant: &metafuse_stream::RelevantProperties,
+) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let mut source = Source::connect(url, "").await.unwrap();
+        let mut projection = Projection::new(relevant.clone());
+        let started = Instant::now();
+        source
+            .bootstrap(&mut projection, Strategy::Snapshot, |_| {})
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+        println!(
+            "  {url}: {} files in {:?}",
+            projection.complete_count(),
+            started.elapsed()
+        );
+    }
+    times.sort();
+    times
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n_files: usize = std::env::args()
+        .nth(1)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(100_000);
+    let relevant = Rules::preset("default").unwrap().relevant_properties();
+    let library = Library::generate(&LibrarySpec::new(n_files));
+    println!("{n_files} files, {} writes", library.writes.len());
+
+    let server = RedisServer::start().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    library.write_all(&mut connection, "", None).unwrap();
+    let cluster = RedisCluster::start(3, 0, None).unwrap();
+    let mut cluster_connection = cluster.connection().unwrap();
+    write_library_to_cluster(
+        &mut cluster_connection,
+        &library,
+        "",
+        0..library.writes.len(),
+    )
+    .unwrap();
+    println!("written");
+
+    let single = snapshot_times(&server.url(), &relevant).await;
+    let clustered = snapshot_times(&cluster.url(), &relevant).await;
+    println!(
+        "snapshot of {n_files} files, median of {RUNS}: one node {:?}, 3-master cluster {:?}",
+        single[RUNS / 2],
+        clustered[RUNS / 2]
+    );
+}
