@@ -15,6 +15,9 @@ pub(crate) struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Warm restarts from a checkpoint and the API-mode cold bootstrap
+    /// against the meta-core double, beside the old design's approach.
+    Warm(crate::warm_bench::WarmArgs),
     /// Write a synthetic library to Redis (after FLUSHDB).
     Seed {
         /// Redis URL.
@@ -130,6 +133,7 @@ pub(crate) fn run(arguments: Arguments) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match arguments.command {
+        Command::Warm(warm_arguments) => crate::warm_bench::run(&runtime, warm_arguments),
         Command::Seed {
             redis_url,
             files,

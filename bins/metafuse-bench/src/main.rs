@@ -8,6 +8,7 @@ mod mount_bench;
 mod replay;
 mod sample;
 mod seed;
+mod warm_bench;
 
 use std::process::ExitCode;
 

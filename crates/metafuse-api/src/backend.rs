@@ -398,4 +398,6 @@ pub struct MetricsSnapshot {
     pub bootstrap_seconds: Option<f64>,
     /// Bootstrap strategy used (`replay`, `snapshot`, ...), once chosen.
     pub strategy: Option<String>,
+    /// The kind of source in use (`redis`, `metacore`).
+    pub source: Option<String>,
 }

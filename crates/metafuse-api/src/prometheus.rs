@@ -142,6 +142,18 @@ pub(crate) fn render(metrics: &MetricsSnapshot) -> String {
             1.0,
         );
     }
+    if let Some(source) = &metrics.source {
+        out.family(
+            "metafuse_source",
+            "gauge",
+            "Kind of metadata source in use (value 1, kind as label).",
+        );
+        out.sample(
+            "metafuse_source",
+            &format!("{{source=\"{}\"}}", escape_label_value(source)),
+            1.0,
+        );
+    }
     out.text
 }
 
@@ -154,10 +166,15 @@ mod tests {
         let text = render(&MetricsSnapshot {
             files: 3,
             strategy: Some("re\"play".into()),
+            source: Some("metacore".into()),
             ..MetricsSnapshot::default()
         });
         assert!(text.contains("metafuse_files 3\n"), "{text}");
         assert!(!text.contains("metafuse_tail_lag_entries"), "{text}");
+        assert!(
+            text.contains("metafuse_source{source=\"metacore\"} 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("metafuse_bootstrap_strategy{strategy=\"re\\\"play\"} 1\n"),
             "{text}"

@@ -714,6 +714,7 @@ async fn metrics_are_valid_prometheus_text() {
         ("metafuse_malformed_entries_skipped_total", 1.0),
         ("metafuse_redis_connected", 1.0),
         ("metafuse_bootstrap_strategy{strategy=\"replay\"}", 1.0),
+        ("metafuse_source{source=\"redis\"}", 1.0),
     ];
     for (name, value) in expected {
         assert_eq!(samples.get(name), Some(&value), "{name} in\n{}", reply.body);

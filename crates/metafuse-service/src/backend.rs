@@ -82,17 +82,15 @@ impl ServiceBackend {
         }
     }
 
-    /// The source in use and whether it answers. Sources are made only
-    /// from a leader's Redis for now (`service.rs`, `connect_source`); when
-    /// the meta-core source joins, `mode` is its `SourceKind::name()` and
-    /// `url` its API, while `connected` stays the tail's own report.
+    /// The source in use (`redis` or `metacore`, as discovery or
+    /// `--source` chose), whether it answers (the tail's own report) and
+    /// where it is.
     fn source_state(&self) -> SourceState {
+        let leader = self.inner.leader.lock();
         SourceState {
-            mode: "redis".to_owned(),
+            mode: leader.mode.as_str().to_owned(),
             connected: self.inner.tail_status.is_connected(),
-            url: Some(metafuse_source::redact_url(
-                &self.inner.leader.lock().redis_url,
-            )),
+            url: Some(leader.location()),
         }
     }
 
@@ -177,6 +175,10 @@ impl Backend for ServiceBackend {
             );
         }
         extra.insert("rulesError".to_owned(), json!(moments.rules_error));
+        extra.insert(
+            "checkpointProblem".to_owned(),
+            json!(*self.inner.checkpoint_problem.lock()),
+        );
         Stats {
             file_count: library.file_count() as u64,
             // The API counts the root; the tree does not.
@@ -500,6 +502,7 @@ impl Backend for ServiceBackend {
             redis_reconnects: tail.reconnects(),
             bootstrap_seconds: moments.bootstrap_seconds,
             strategy: moments.strategy.clone(),
+            source: Some(self.inner.leader.lock().mode.as_str().to_owned()),
         }
     }
 }

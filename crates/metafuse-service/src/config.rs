@@ -61,7 +61,8 @@ impl Default for Ownership {
 /// Everything [`crate::Service::start`] needs.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
-    /// Where Redis is (explicit URL, pinned meta-core, or leader file).
+    /// Where the source is (explicit Redis URL, pinned meta-core, leader
+    /// file, beacon) and `--source redis|metacore` (`forced_mode`).
     pub discovery: DiscoveryConfig,
     /// `REDIS_PREFIX` of `file:` keys.
     pub prefix: String,
@@ -78,6 +79,15 @@ pub struct ServiceConfig {
     /// How long one blocking stream read waits before it is reissued; also
     /// how quickly an outage shows in health.
     pub tail_block: Duration,
+    /// `--state-dir`: where the warm-restart checkpoint is kept (the
+    /// binaries default it to `CONFIG_DIR`); `None` writes and reads none.
+    pub state_dir: Option<PathBuf>,
+    /// How often the checkpoint is rewritten while running (also on a clean
+    /// shutdown).
+    pub checkpoint_interval: Duration,
+    /// API mode: no byte on the event stream for this long → reconnect
+    /// (meta-core sends a keep-alive every 30 s).
+    pub metacore_watchdog: Duration,
 }
 
 impl ServiceConfig {
@@ -94,6 +104,9 @@ impl ServiceConfig {
             ownership: Ownership::default(),
             rules_poll_interval: Duration::from_secs(1),
             tail_block: Duration::from_secs(1),
+            state_dir: None,
+            checkpoint_interval: Duration::from_secs(60),
+            metacore_watchdog: Duration::from_secs(60),
         }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) enum Command {
     ApplyRules(Rules, oneshot::Sender<Result<(), String>>),
     SwitchLeader(Leader),
     FetchPlan(FetchPlan, oneshot::Sender<Result<FetchedValues, String>>),
+    WriteCheckpoint(oneshot::Sender<Result<(), String>>),
 }
 
 /// A subscriber of the change feed that is waited for: the kernel must have
@@ -67,6 +68,10 @@ pub(crate) struct Inner {
     /// The live tail's own report (connection, reconnects, last read, lag);
     /// every source, also after a leader switch, reports into this one handle.
     pub(crate) tail_status: TailStatus,
+    /// Why the checkpoint found at start was not usable, if it was not.
+    pub(crate) checkpoint_problem: Mutex<Option<String>>,
+    /// Checkpoints written so far.
+    pub(crate) checkpoints_written: watch::Sender<u64>,
 }
 
 /// What [`Inner::new`] needs.
@@ -81,6 +86,7 @@ pub(crate) struct InnerParts {
     pub(crate) last_rules_text: Option<String>,
     pub(crate) tail_status: TailStatus,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) checkpoint_problem: Option<String>,
 }
 
 impl Inner {
@@ -101,6 +107,8 @@ impl Inner {
             leader_switches: watch::Sender::new(0),
             last_rules_text: Mutex::new(parts.last_rules_text),
             tail_status: parts.tail_status,
+            checkpoint_problem: Mutex::new(parts.checkpoint_problem),
+            checkpoints_written: watch::Sender::new(0),
         }
     }
 
@@ -196,6 +204,11 @@ impl Inner {
         self.applied.send_replace(event_id);
     }
 
+    /// A receiver marked changed whenever a position is applied.
+    pub(crate) fn watch_applied(&self) -> watch::Receiver<String> {
+        self.applied.subscribe()
+    }
+
     /// The id of the last event applied to the tree.
     pub(crate) fn applied_event_id(&self) -> String {
         self.applied.borrow().clone()
@@ -240,7 +253,7 @@ impl Inner {
     }
 
     /// Sends a command that answers and waits for its answer.
-    async fn run_on_state_task<Answer>(
+    pub(crate) async fn run_on_state_task<Answer>(
         &self,
         command: impl FnOnce(oneshot::Sender<Answer>) -> Command,
     ) -> Result<Answer, String> {

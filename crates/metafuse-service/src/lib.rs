@@ -1,7 +1,9 @@
 //! metafuse-service: the async composition shared by the binaries.
 //!
 //! [`Service::start`] finds the metadata source (a
-//! `metafuse_source::MetadataSource`; today the leader's Redis),
+//! `metafuse_source::MetadataSource`: the leader's Redis directly, or
+//! meta-core's HTTP API and event stream, as discovery or `--source`
+//! decides), starts from the warm-restart checkpoint when it still fits or
 //! bootstraps the projection, builds the tree and then keeps it live: one
 //! state task owns the source and serialises every change (tail batches,
 //! resynchronisations, rules changes, leader switches), applying each under
@@ -16,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod checkpoint;
 mod config;
 mod error;
 mod inner;

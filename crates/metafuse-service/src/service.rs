@@ -4,18 +4,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metafuse_leader::Leader;
+use metafuse_leader::{Leader, SourceMode};
+use metafuse_metacore::{MetaCoreConfig, MetaCoreSource};
 use metafuse_rules::{RelevantProperties, Rules};
 use metafuse_source::{
-    BootstrapReport, FetchedValues, MetadataSource, SourceError, TailEvent, redact_url,
+    BootstrapMethod, BootstrapReport, FetchedValues, MetadataSource, SourceError, TailEvent,
+    Timings,
 };
-use metafuse_state::{FetchPlan, Projection};
+use metafuse_state::{Checkpoint, FetchPlan, Projection, encode_checkpoint};
 use metafuse_stream::{RedisSource, Strategy};
 use metafuse_vfs::{ChangeBatch, ChangeCause, Library, SharedLibrary, TreeChanges};
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::{LoadedCheckpoint, checkpoint_path, load_checkpoint, write_atomically};
 use crate::config::{RulesSource, ServiceConfig};
 use crate::error::ServiceError;
 use crate::inner::{Command, Inner, InnerParts, InvalidationSink};
@@ -45,20 +48,44 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Where a leader's source is, credentials redacted, for messages.
+/// Where a leader's source is (its Redis or its meta-core API),
+/// credentials redacted, for messages.
 fn source_location(leader: &Leader) -> String {
-    redact_url(&leader.redis_url)
+    leader.location()
 }
 
-/// The one place a source is made from a leader: its Redis, for now.
+/// The one place a source is made from a leader: its Redis directly, or
+/// meta-core's HTTP API and event stream, as discovery decided
+/// (`leader.mode`, which `--source` can force).
 async fn connect_source(
     leader: &Leader,
     config: &ServiceConfig,
     strategy: Strategy,
 ) -> Result<Box<dyn MetadataSource>, SourceError> {
-    let mut source = RedisSource::connect(&leader.redis_url, &config.prefix, strategy).await?;
-    source.set_block(config.tail_block);
-    Ok(Box::new(source))
+    match leader.mode {
+        SourceMode::Redis => {
+            let mut source =
+                RedisSource::connect(&leader.redis_url, &config.prefix, strategy).await?;
+            source.set_block(config.tail_block);
+            Ok(Box::new(source))
+        }
+        SourceMode::MetaCore => {
+            let api_url = leader
+                .api_url
+                .clone()
+                .filter(|url| !url.trim().is_empty())
+                .ok_or_else(|| SourceError::InvalidLocation {
+                    message: "API mode needs the meta-core API URL, and discovery found none"
+                        .to_owned(),
+                })?;
+            let source = MetaCoreSource::new(MetaCoreConfig {
+                prefix: config.prefix.clone(),
+                watchdog: config.metacore_watchdog,
+                ..MetaCoreConfig::new(api_url)
+            });
+            Ok(Box::new(source))
+        }
+    }
 }
 
 impl Service {
@@ -70,10 +97,26 @@ impl Service {
         let initial = initial_rules(&config.rules)?;
         let leader = metafuse_leader::discover(&config.discovery).await?;
         let relevant = initial.rules.relevant_properties();
-        let (source, mut projection, report) =
-            bootstrap_when_reachable(&leader, &config, &relevant).await?;
+        let checkpoint_file = config.state_dir.as_deref().map(checkpoint_path);
+        let mut checkpoint_problem = None;
+        let mut checkpoint = match checkpoint_file.as_deref().map(load_checkpoint) {
+            None | Some(LoadedCheckpoint::Absent) => None,
+            Some(LoadedCheckpoint::Unusable(problem)) => {
+                tracing::warn!("{problem}; bootstrapping in full");
+                checkpoint_problem = Some(problem);
+                None
+            }
+            Some(LoadedCheckpoint::Intact(checkpoint)) => Some(checkpoint),
+        };
+        let Ready {
+            source,
+            mut projection,
+            report,
+            identity,
+        } = bootstrap_when_reachable(&leader, &config, &relevant, &mut checkpoint).await?;
         tracing::info!(
             source = %source.kind(),
+            location = source.describe(),
             strategy = report.strategy_used.name(),
             reason = report.reason,
             n_events = report.n_events,
@@ -109,12 +152,15 @@ impl Service {
             last_rules_text: initial.text,
             tail_status: source.tail_status(),
             runtime: tokio::runtime::Handle::current(),
+            checkpoint_problem,
         }));
         let state_task = StateTask {
             inner: inner.clone(),
             source,
             relevant,
             commands: command_receiver,
+            identity,
+            checkpoint_file,
         };
         let mut tasks = vec![tokio::spawn(state_task.run())];
         tasks.push(tokio::spawn(follow_leader(inner.clone(), leader)));
@@ -164,6 +210,13 @@ impl Service {
         self.inner.applied_event_id()
     }
 
+    /// The id of the last event applied, as it moves: every applied batch
+    /// and every rebuild marks it changed (even with the same id), also
+    /// when nothing visible changed.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<String> {
+        self.inner.watch_applied()
+    }
+
     /// Waits until the event `event_id` (for Redis an `XADD` id) or a later
     /// one has been applied and its invalidations delivered.
     pub async fn wait_until_applied(&self, event_id: &str) {
@@ -198,10 +251,47 @@ impl Service {
         self.inner.status.moments.lock().rules_error.clone()
     }
 
-    /// Stops following the source, the rules file and the leader, and
-    /// detaches the invalidation sinks (so a mount handle held by one can be
-    /// unmounted). The tree stays readable.
+    /// How the tree in use was built (`checkpoint`, `snapshot`, `replay`,
+    /// `metacore-bootstrap`), as health and stats show it.
+    pub fn bootstrap_method(&self) -> Option<String> {
+        self.inner.status.moments.lock().strategy.clone()
+    }
+
+    /// Why a checkpoint found at start was not used, when it was unusable
+    /// (truncated, corrupt, foreign) or did not fit the source.
+    pub fn checkpoint_problem(&self) -> Option<String> {
+        self.inner.checkpoint_problem.lock().clone()
+    }
+
+    /// How many checkpoints have been written (periodic, asked for, at
+    /// shutdown).
+    pub fn checkpoints_written(&self) -> u64 {
+        *self.inner.checkpoints_written.borrow()
+    }
+
+    /// Waits until more than `seen` checkpoints have been written.
+    pub async fn wait_for_checkpoint(&self, seen: u64) {
+        let mut receiver = self.inner.checkpoints_written.subscribe();
+        let _ = receiver.wait_for(|written| *written > seen).await;
+    }
+
+    /// Writes the warm-restart checkpoint now (when a state directory is
+    /// configured); also done periodically and by [`Self::shutdown`].
+    pub async fn write_checkpoint(&self) -> Result<(), String> {
+        self.inner
+            .run_on_state_task(Command::WriteCheckpoint)
+            .await?
+    }
+
+    /// Writes a last checkpoint, then stops following the source, the rules
+    /// file and the leader, and detaches the invalidation sinks (so a mount
+    /// handle held by one can be unmounted). The tree stays readable.
     pub async fn shutdown(&self) {
+        if self.inner.config.state_dir.is_some()
+            && let Err(error) = self.write_checkpoint().await
+        {
+            tracing::warn!(%error, "could not write the checkpoint at shutdown");
+        }
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
         for task in &tasks {
             task.abort();
@@ -239,15 +329,32 @@ async fn bootstrap_when_reachable(
     leader: &Leader,
     config: &ServiceConfig,
     relevant: &RelevantProperties,
-) -> Result<(Box<dyn MetadataSource>, Projection, BootstrapReport), ServiceError> {
+    checkpoint: &mut Option<Box<Checkpoint>>,
+) -> Result<Ready, ServiceError> {
     let mut backoff = SOURCE_RETRY_FIRST_BACKOFF;
     let mut n_failed_attempts = 0_u64;
     loop {
         let attempt = async {
             let mut source = connect_source(leader, config, config.strategy).await?;
+            let identity = source.identity().await?;
+            if let Some((projection, report)) =
+                resume_from_checkpoint(source.as_mut(), &identity, relevant, checkpoint).await?
+            {
+                return Ok(Ready {
+                    source,
+                    projection,
+                    report,
+                    identity,
+                });
+            }
             let mut projection = Projection::new(relevant.clone());
             let report = source.bootstrap(&mut projection, &|_| {}).await?;
-            Ok::<_, SourceError>((source, projection, report))
+            Ok::<_, SourceError>(Ready {
+                source,
+                projection,
+                report,
+                identity,
+            })
         };
         match attempt.await {
             Ok(ready) => {
@@ -272,6 +379,82 @@ async fn bootstrap_when_reachable(
             }
         }
     }
+}
+
+/// A source ready to tail and the state it starts from.
+struct Ready {
+    source: Box<dyn MetadataSource>,
+    projection: Projection,
+    report: BootstrapReport,
+    /// What identifies the data behind the source (for checkpoints).
+    identity: String,
+}
+
+/// Takes the checkpoint as the starting state when it was written against
+/// this source's data and relevant set and the source can still resume
+/// after its position; then the tail catches up from there. Otherwise says
+/// why not (the caller bootstraps in full) and drops it. A connection error
+/// keeps the checkpoint for the next attempt.
+async fn resume_from_checkpoint(
+    source: &mut dyn MetadataSource,
+    identity: &str,
+    relevant: &RelevantProperties,
+    checkpoint: &mut Option<Box<Checkpoint>>,
+) -> Result<Option<(Projection, BootstrapReport)>, SourceError> {
+    let started = Instant::now();
+    let Some(candidate) = checkpoint.as_deref() else {
+        return Ok(None);
+    };
+    let refusal = if candidate.source_identity != identity {
+        Some(format!(
+            "it was written against another source ({}; now {identity})",
+            candidate.source_identity
+        ))
+    } else if !candidate.fits(identity, relevant) {
+        Some("the rules need another set of properties".to_owned())
+    } else if !source.position_reachable(&candidate.event_id).await? {
+        Some(format!(
+            "the source no longer holds every event after {} (trimmed or reset)",
+            candidate.event_id
+        ))
+    } else {
+        None
+    };
+    let Some(candidate) = checkpoint.take() else {
+        return Ok(None);
+    };
+    if let Some(refusal) = refusal {
+        tracing::info!("checkpoint not used: {refusal}; bootstrapping in full");
+        return Ok(None);
+    }
+    let Checkpoint {
+        event_id,
+        projection,
+        ..
+    } = *candidate;
+    source.resume_from(&event_id);
+    let n_files = projection.complete_count();
+    tracing::info!(
+        event_id,
+        n_files,
+        "resuming from the checkpoint; catching up with the events after it"
+    );
+    let elapsed = started.elapsed();
+    let report = BootstrapReport {
+        strategy_used: BootstrapMethod::CHECKPOINT,
+        reason: format!("checkpoint at event {event_id} of {n_files} files fits the source"),
+        last_event_id: event_id,
+        n_events: 0,
+        n_fetched: 0,
+        n_skipped: 0,
+        n_malformed: 0,
+        timings: Timings {
+            decide: elapsed,
+            ..Timings::default()
+        },
+        elapsed,
+    };
+    Ok(Some((projection, report)))
 }
 
 fn initial_rules(source: &RulesSource) -> Result<InitialRules, ServiceError> {
@@ -337,24 +520,40 @@ struct StateTask {
     source: Box<dyn MetadataSource>,
     relevant: RelevantProperties,
     commands: mpsc::Receiver<Command>,
+    /// What identifies the data behind `source`, written into checkpoints.
+    identity: String,
+    /// Where checkpoints go; `None` writes none.
+    checkpoint_file: Option<std::path::PathBuf>,
 }
 
 enum Next {
     Command(Option<Command>),
     Tail(Result<TailEvent, SourceError>),
+    CheckpointDue,
 }
 
 impl StateTask {
     async fn run(mut self) {
+        let mut checkpoint_ticker = tokio::time::interval(self.inner.config.checkpoint_interval);
+        checkpoint_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the state just loaded needs no copy.
+        checkpoint_ticker.tick().await;
+        let checkpointing = self.checkpoint_file.is_some();
         loop {
             // `next_batch` is cancel-safe: a command pre-empting it loses nothing.
             let next = tokio::select! {
                 biased;
                 command = self.commands.recv() => Next::Command(command),
+                _ = checkpoint_ticker.tick(), if checkpointing => Next::CheckpointDue,
                 event = self.source.next_batch(&self.relevant) => Next::Tail(event),
             };
             match next {
                 Next::Command(None) => return,
+                Next::CheckpointDue => {
+                    if let Err(error) = self.write_checkpoint().await {
+                        tracing::warn!(%error, "could not write the checkpoint; will retry");
+                    }
+                }
                 Next::Command(Some(command)) => self.handle(command).await,
                 Next::Tail(Ok(TailEvent::Batch(batch))) => {
                     // One lock: readers never see the batch without its counts.
@@ -398,6 +597,48 @@ impl StateTask {
                 let _ = reply.send(result.map_err(|error| error.to_string()));
             }
             Command::SwitchLeader(leader) => self.switch_leader(leader).await,
+            Command::WriteCheckpoint(reply) => {
+                let result = self.write_checkpoint().await;
+                let _ = reply.send(result.map_err(|error| error.to_string()));
+            }
+        }
+    }
+
+    /// Writes the projection and its position atomically. Encoded here,
+    /// between two changes, so the position matches the projection; the
+    /// file is written off the runtime's threads.
+    async fn write_checkpoint(&mut self) -> Result<(), std::io::Error> {
+        let Some(path) = self.checkpoint_file.clone() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let event_id = self.inner.applied_event_id();
+        let bytes = {
+            let library = self.inner.library.read();
+            encode_checkpoint(library.projection(), &event_id, &self.identity)
+        };
+        let n_bytes = bytes.len();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.inner
+            .checkpoints_written
+            .send_modify(|written| *written += 1);
+        tracing::debug!(
+            event_id,
+            n_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+        Ok(())
+    }
+
+    /// The identity after a rebuild (a Redis that restarted has another);
+    /// kept as it was when the source cannot say.
+    async fn refresh_identity(&mut self) {
+        match self.source.identity().await {
+            Ok(identity) => self.identity = identity,
+            Err(error) => tracing::debug!(%error, "could not read the source identity"),
         }
     }
 
@@ -467,6 +708,7 @@ impl StateTask {
         let n_files = fresh.complete_count();
         let changes = self.swap_in_projection(fresh, &report);
         Self::publish_rebuild(&self.inner, ChangeCause::Resync, changes, &report).await;
+        self.refresh_identity().await;
         tracing::info!(
             n_files,
             n_events = report.n_events,
@@ -519,6 +761,9 @@ impl StateTask {
     /// A new leader: rebuild from its source while the old tree keeps
     /// serving, then swap the tree and the source.
     async fn switch_leader(&mut self, leader: Leader) {
+        if !leader.differs_in_location(&self.inner.leader.lock()) {
+            return;
+        }
         self.inner.status.set_phase(Phase::SwitchingLeader);
         let result = self.switch_leader_attempt(&leader).await;
         self.inner.status.set_phase(Phase::Tailing);
@@ -534,6 +779,7 @@ impl StateTask {
 
     async fn switch_leader_attempt(&mut self, leader: &Leader) -> Result<(), SourceError> {
         let mut source = connect_source(leader, &self.inner.config, Strategy::Auto).await?;
+        let identity = source.identity().await?;
         let mut fresh = Projection::new(self.relevant.clone());
         let report = source.bootstrap(&mut fresh, &|_| {}).await?;
         let changes = self.swap_in_projection(fresh, &report);
@@ -542,13 +788,15 @@ impl StateTask {
         source.set_tail_status(self.inner.tail_status.clone());
         self.inner.set_event_id_order(source.event_id_order());
         self.source = source;
+        self.identity = identity;
         *self.inner.leader.lock() = leader.clone();
         Self::publish_rebuild(&self.inner, ChangeCause::SourceSwitch, changes, &report).await;
         self.inner
             .leader_switches
             .send_modify(|switches| *switches += 1);
         tracing::info!(
-            source = self.source.describe(),
+            source = %self.source.kind(),
+            location = self.source.describe(),
             n_files = self.inner.library.read().file_count(),
             "switched to the new leader"
         );

@@ -98,6 +98,20 @@ struct Shared {
     streams_hung: watch::Sender<u64>,
     stream_requests: watch::Sender<u64>,
     requests: Mutex<Vec<String>>,
+    /// Every `file:` key grouped by hash, so `/meta/{hash}` does not scan
+    /// the whole keyspace per document (a 100k-file bootstrap would be
+    /// quadratic); rebuilt whenever Redis may have changed.
+    key_index: tokio::sync::Mutex<Option<KeyIndex>>,
+}
+
+/// The `file:` keys by hash as of one state of Redis.
+#[derive(Debug)]
+struct KeyIndex {
+    /// The newest `meta:events` id and the key count when it was built:
+    /// every writer write appends an event, and a key added or removed
+    /// without one changes the count.
+    generation: (Option<String>, u64),
+    keys_by_hash: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// A running meta-core double; stops when dropped.
@@ -145,6 +159,7 @@ impl MetaCoreDouble {
             streams_hung: watch::channel(0).0,
             stream_requests: watch::channel(0).0,
             requests: Mutex::new(Vec::new()),
+            key_index: tokio::sync::Mutex::new(None),
         });
         let server = Some(tokio::spawn(serve(listener, shared.clone())));
         Ok(Self {
@@ -398,27 +413,9 @@ async fn document(
     hash_id: &str,
 ) -> Response<Body> {
     let key_prefix = format!("{}file:{hash_id}/", shared.config.prefix);
-    let pattern = format!("{}*", escape_glob(&key_prefix));
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(redis)
-            .await;
-        let Ok((next, batch)) = reply else {
-            return storage_unavailable();
-        };
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let Some(keys) = keys_of_hash(shared, redis, hash_id).await else {
+        return storage_unavailable();
+    };
     if keys.is_empty() {
         return error(StatusCode::NOT_FOUND, "unknown_root", "unknown root");
     }
@@ -440,6 +437,69 @@ async fn document(
     json(
         StatusCode::OK,
         &serde_json::json!({"hashId": hash_id, "metadata": metadata}),
+    )
+}
+
+/// The `file:{hash}/…` keys of one hash, from the key index (rebuilt by
+/// one `SCAN` of the keyspace when Redis changed since it was built);
+/// `None` when Redis fails.
+async fn keys_of_hash(
+    shared: &Shared,
+    redis: &mut redis::aio::MultiplexedConnection,
+    hash_id: &str,
+) -> Option<Vec<String>> {
+    let (newest, n_keys): (Vec<(String, Value)>, u64) = redis::pipe()
+        .cmd("XREVRANGE")
+        .arg(EVENTS_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("DBSIZE")
+        .query_async(redis)
+        .await
+        .ok()?;
+    let generation = (newest.into_iter().next().map(|(id, _)| id), n_keys);
+    let mut index = shared.key_index.lock().await;
+    if index.as_ref().map(|index| &index.generation) != Some(&generation) {
+        let file_prefix = format!("{}file:", shared.config.prefix);
+        let pattern = format!("{}*", escape_glob(&file_prefix));
+        let mut keys_by_hash: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(redis)
+                .await
+                .ok()?;
+            for key in batch {
+                if let Some((hash, _)) = key
+                    .strip_prefix(&file_prefix)
+                    .and_then(|rest| rest.split_once('/'))
+                {
+                    keys_by_hash.entry(hash.to_owned()).or_default().push(key);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        *index = Some(KeyIndex {
+            generation,
+            keys_by_hash,
+        });
+    }
+    Some(
+        index
+            .as_ref()
+            .and_then(|index| index.keys_by_hash.get(hash_id).cloned())
+            .unwrap_or_default(),
     )
 }
 

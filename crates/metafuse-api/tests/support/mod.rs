@@ -275,6 +275,7 @@ impl Backend for FixedTree {
             redis_reconnects: 2,
             bootstrap_seconds: Some(0.25),
             strategy: Some("replay".into()),
+            source: Some("redis".into()),
         }
     }
 }
