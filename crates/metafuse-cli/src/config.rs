@@ -82,6 +82,9 @@ pub struct CommonArgs {
     /// Metadata source: redis or metacore [env: METAFUSE_SOURCE] [default: chosen by discovery]
     #[arg(long, value_name = "KIND")]
     pub source: Option<String>,
+    /// Where the warm-restart checkpoint is kept [env: METAFUSE_STATE_DIR] [default: CONFIG_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Options only `mount` has.
@@ -140,6 +143,7 @@ pub struct FileConfig {
     pub webdav_no_auth: Option<bool>,
     pub source: Option<String>,
     pub allow_non_empty: Option<bool>,
+    pub state_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -409,6 +413,15 @@ pub fn resolve(
         dir_mode,
     };
     service.rules_poll_interval = Duration::from_secs(1);
+    // The checkpoint lives beside the rules unless told otherwise.
+    service.state_dir = Some(
+        common
+            .state_dir
+            .clone()
+            .or_else(|| env("METAFUSE_STATE_DIR").map(PathBuf::from))
+            .or_else(|| file.state_dir.clone())
+            .unwrap_or_else(|| config_dir.clone()),
+    );
     Ok(Settings {
         service,
         api_listen,
