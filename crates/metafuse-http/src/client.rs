@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request};
@@ -50,7 +50,7 @@ impl Default for HttpClientConfig {
 /// the pool).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     config: HttpClientConfig,
 }
 
@@ -150,9 +150,22 @@ impl HttpClient {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<FullResponse, HttpError> {
+        self.request(Method::GET, url, headers, Bytes::new()).await
+    }
+
+    /// `method url` with extra `headers` and `body`, the answer read whole,
+    /// any status (a media server's `POST`, a webhook). The response timeout
+    /// covers the whole exchange.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<FullResponse, HttpError> {
         let shown_url = redact_url_password(url);
         let exchange = async {
-            let response = self.send(Method::GET, url, headers).await?;
+            let response = self.send(method, url, headers, body).await?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, self.config.max_body_bytes)
                 .collect()
@@ -206,7 +219,7 @@ impl HttpClient {
         let shown_url = redact_url_password(url);
         let response = tokio::time::timeout(
             self.config.response_timeout,
-            self.send(method, url, headers),
+            self.send(method, url, headers, Bytes::new()),
         )
         .await
         .map_err(|_elapsed| HttpError::TimedOut {
@@ -228,6 +241,7 @@ impl HttpClient {
         method: Method,
         url: &str,
         headers: &[(&str, &str)],
+        body: Bytes,
     ) -> Result<hyper::Response<Incoming>, HttpError> {
         let uri = check_http_url(url)?;
         let invalid = |reason: String| HttpError::InvalidUrl {
@@ -243,7 +257,7 @@ impl HttpClient {
             request = request.header(name, value);
         }
         let request = request
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|error| invalid(error.to_string()))?;
         self.client
             .request(request)

@@ -1,21 +1,16 @@
-//! The one place this crate speaks HTTP. It uses hyper-util directly until
-//! the project's shared client (metafuse-http) lands; then this module
-//! becomes a call into it.
+//! The one place this crate speaks HTTP: a thin layer over the project's
+//! client (metafuse-http) that keeps this crate's error shape.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
+use metafuse_http::HttpClientConfig;
 
 /// A keep-alive HTTP/1 client shared by every target of a notifier.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-    timeout: Duration,
+    client: metafuse_http::HttpClient,
 }
 
 /// One request to send.
@@ -46,59 +41,41 @@ pub(crate) enum HttpError {
 
 impl HttpClient {
     pub(crate) fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        // 30 ms stalls per request otherwise (see DEVELOPERS.md).
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
         HttpClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout,
+            client: metafuse_http::HttpClient::new(HttpClientConfig {
+                connect_timeout: timeout,
+                response_timeout: timeout,
+                ..HttpClientConfig::default()
+            }),
         }
     }
 
     /// Sends `call`; the body of a 2xx answer, else an error. Secrets are
     /// in headers, never in `url`, so the error can be logged as is.
     pub(crate) async fn send(&self, call: &HttpCall) -> Result<Bytes, HttpError> {
-        let failed = |reason: String| HttpError::Failed {
-            method: call.method.clone(),
-            url: call.url.clone(),
-            reason,
-        };
-        let mut request = Request::builder()
-            .method(call.method.clone())
-            .uri(&call.url);
-        for (name, value) in &call.headers {
-            request = request.header(*name, value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(
-                call.body.clone().unwrap_or_default(),
-            )))
-            .map_err(|error| failed(format!("invalid request: {error}")))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|error| failed(format!("{error}")))?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|error| failed(format!("reading the answer: {error}")))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(HttpError::Status {
-                    method: call.method.clone(),
-                    url: call.url.clone(),
-                    status,
-                });
-            }
-            Ok(body)
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let headers: Vec<(&str, &str)> = call
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let body = Bytes::from(call.body.clone().unwrap_or_default());
+        let response = self
+            .client
+            .request(call.method.clone(), &call.url, &headers, body)
             .await
-            .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|error| HttpError::Failed {
+                method: call.method.clone(),
+                url: call.url.clone(),
+                reason: error.to_string(),
+            })?;
+        if !(200..300).contains(&response.status) {
+            return Err(HttpError::Status {
+                method: call.method.clone(),
+                url: call.url.clone(),
+                status: StatusCode::from_u16(response.status)
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            });
+        }
+        Ok(response.body)
     }
 }
