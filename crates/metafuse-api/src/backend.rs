@@ -400,4 +400,20 @@ pub struct MetricsSnapshot {
     pub strategy: Option<String>,
     /// The kind of source in use (`redis`, `metacore`).
     pub source: Option<String>,
+    /// Change notifications to media servers and programs, when any are
+    /// configured.
+    pub notifications: Option<NotificationCounts>,
+}
+
+/// Change notifications since start (`--notify`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotificationCounts {
+    /// Requests or program runs that succeeded.
+    pub sent: u64,
+    /// Attempts that failed (each retry counts).
+    pub failed: u64,
+    /// Changes merged into another notification instead of sent alone.
+    pub coalesced: u64,
+    /// Notifications given up after the last retry.
+    pub abandoned: u64,
 }

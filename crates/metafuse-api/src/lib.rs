@@ -19,8 +19,8 @@ mod timestamp;
 mod webdav_tokens;
 
 pub use backend::{
-    Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
+    Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, NotificationCounts,
+    Preview, PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
     StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation, VariableType,
 };
 pub use config::ApiConfig;

@@ -154,12 +154,39 @@ pub(crate) fn render(metrics: &MetricsSnapshot) -> String {
             1.0,
         );
     }
+    if let Some(notifications) = &metrics.notifications {
+        for (name, help, value) in [
+            (
+                "metafuse_notifications_sent_total",
+                "Change notifications sent (requests or program runs that succeeded).",
+                notifications.sent,
+            ),
+            (
+                "metafuse_notifications_failed_total",
+                "Change notification attempts that failed (each retry counts).",
+                notifications.failed,
+            ),
+            (
+                "metafuse_notifications_coalesced_total",
+                "Changes merged into another notification instead of sent alone.",
+                notifications.coalesced,
+            ),
+            (
+                "metafuse_notifications_abandoned_total",
+                "Change notifications given up after the last retry.",
+                notifications.abandoned,
+            ),
+        ] {
+            out.single(name, "counter", help, value as f64);
+        }
+    }
     out.text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::NotificationCounts;
 
     #[test]
     fn unknown_figures_are_omitted_and_labels_escaped() {
@@ -179,6 +206,30 @@ mod tests {
             text.contains("metafuse_bootstrap_strategy{strategy=\"re\\\"play\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn notification_counters_appear_only_when_notifications_are_configured() {
+        let without = render(&MetricsSnapshot::default());
+        assert!(!without.contains("metafuse_notifications"), "{without}");
+        let text = render(&MetricsSnapshot {
+            notifications: Some(NotificationCounts {
+                sent: 4,
+                failed: 2,
+                coalesced: 999,
+                abandoned: 0,
+            }),
+            ..MetricsSnapshot::default()
+        });
+        for line in [
+            "# TYPE metafuse_notifications_sent_total counter\n",
+            "metafuse_notifications_sent_total 4\n",
+            "metafuse_notifications_failed_total 2\n",
+            "metafuse_notifications_coalesced_total 999\n",
+            "metafuse_notifications_abandoned_total 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in {text}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use metafuse_api::{ApiConfig, BackendSlot};
+use metafuse_api::{ApiConfig, BackendSlot, NotificationCounts};
 use metafuse_bytes::ByteSources;
 use metafuse_fuse::{MountHandle, MountOptions};
 use metafuse_notify::{Notifier, NotifierSpec, NotifyConfig};
@@ -182,6 +182,16 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
             ..NotifyConfig::default()
         };
         let handle = Notifier::spawn(config, &media_path_prefix);
+        let metrics = handle.metrics_source();
+        service.report_notifications(Box::new(move || {
+            let counts = metrics.snapshot();
+            NotificationCounts {
+                sent: counts.sent,
+                failed: counts.failed,
+                coalesced: counts.coalesced,
+                abandoned: counts.abandoned,
+            }
+        }));
         Some(handle.follow(service.subscribe_changes()))
     };
 

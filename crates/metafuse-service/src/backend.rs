@@ -503,6 +503,12 @@ impl Backend for ServiceBackend {
             bootstrap_seconds: moments.bootstrap_seconds,
             strategy: moments.strategy.clone(),
             source: Some(self.inner.leader.lock().mode.as_str().to_owned()),
+            notifications: self
+                .inner
+                .notification_counts
+                .read()
+                .as_ref()
+                .map(|counts| counts()),
         }
     }
 }

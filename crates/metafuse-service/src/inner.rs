@@ -72,7 +72,13 @@ pub(crate) struct Inner {
     pub(crate) checkpoint_problem: Mutex<Option<String>>,
     /// Checkpoints written so far.
     pub(crate) checkpoints_written: watch::Sender<u64>,
+    /// Reads the change notifiers' counters for `/metrics`, once attached.
+    pub(crate) notification_counts: RwLock<Option<NotificationCountsSource>>,
 }
+
+/// Reads the counters of whatever sends change notifications (the CLI's
+/// notifier); the service only reports them.
+pub type NotificationCountsSource = Box<dyn Fn() -> metafuse_api::NotificationCounts + Send + Sync>;
 
 /// What [`Inner::new`] needs.
 pub(crate) struct InnerParts {
@@ -109,6 +115,7 @@ impl Inner {
             tail_status: parts.tail_status,
             checkpoint_problem: Mutex::new(parts.checkpoint_problem),
             checkpoints_written: watch::Sender::new(0),
+            notification_counts: RwLock::new(None),
         }
     }
 

@@ -30,7 +30,7 @@ mod status;
 
 pub use config::{Ownership, RulesSource, ServiceConfig};
 pub use error::ServiceError;
-pub use inner::InvalidationSink;
+pub use inner::{InvalidationSink, NotificationCountsSource};
 pub use metafuse_vfs::{ChangeBatch, ChangeCause, PathChange, PathChangeKind};
 pub use registration::{HEARTBEAT_INTERVAL, Registration, RegistrationConfig, local_hostname};
 pub use rules_file::{MAX_RULES_BACKUPS, RULES_FILE_NAME, backup_path};

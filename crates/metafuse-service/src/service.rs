@@ -183,6 +183,12 @@ impl Service {
         self.inner.leader.lock().clone()
     }
 
+    /// Reports the counters of a change notifier (`--notify`) at
+    /// `/metrics` from now on.
+    pub fn report_notifications(&self, counts: crate::inner::NotificationCountsSource) {
+        *self.inner.notification_counts.write() = Some(counts);
+    }
+
     /// Adds a receiver of kernel invalidations (the mount, attached after
     /// bootstrap): a subscriber of the change feed that is waited for, so
     /// once [`Self::wait_until_applied`] returns, it has been told.

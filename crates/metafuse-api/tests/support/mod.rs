@@ -276,6 +276,7 @@ impl Backend for FixedTree {
             bootstrap_seconds: Some(0.25),
             strategy: Some("replay".into()),
             source: Some("redis".into()),
+            notifications: None,
         }
     }
 }
