@@ -253,8 +253,11 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     }
     service.shutdown().await;
     if let Some(notifier) = notifier {
-        // The feed closes with the service: the notifier sends what is
-        // pending and ends.
+        // The change feed's sender lives as long as the service value, so
+        // the notifier would wait for it for ever: stop it. Changes still in
+        // their debounce window are not sent; the media server's own
+        // periodic scan covers them.
+        notifier.abort();
         let _ = notifier.await;
     }
     api.stop().await;
