@@ -96,6 +96,9 @@ async fn read_forever(
         let retry_after = match outcome {
             Ok(mut response) if response.status == 200 => {
                 status.record_connection();
+                // An open stream is live: meta-core's keep-alives are watched
+                // below, so a silent peer turns this back off.
+                status.set_not_live(None);
                 if let Some(opened) = opened.take() {
                     let _ = opened.send(Ok(()));
                 }
@@ -145,6 +148,9 @@ async fn read_forever(
                         }
                     }
                 }
+                status.set_not_live(Some(
+                    "lost the meta-core event stream, reconnecting".to_owned(),
+                ));
                 status.set_connected(false);
                 gap_is_harmless = false;
                 None

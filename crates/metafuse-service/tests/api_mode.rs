@@ -105,7 +105,9 @@ async fn api_mode_serves_exactly_what_redis_holds_and_follows_live_changes() {
         Some("metacore-bootstrap")
     );
 
-    // Health, stats and metrics say which source is in use.
+    // Health, stats and metrics say which source is in use (once the
+    // event stream, opened after the bootstrap, is connected).
+    service.wait_for_liveness(|reason| reason.is_none()).await;
     let api = Api::start(&service).await;
     let (status, body) = http(api.address, "GET", "/api/fuse/stats", "").await;
     assert_eq!(status, 200, "{body}");

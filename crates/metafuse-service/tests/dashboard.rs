@@ -229,7 +229,9 @@ async fn preview_equals_the_tree_that_saving_the_same_rules_produces() {
         );
     }
 
-    // The other shapes the dashboard reads.
+    // The other shapes the dashboard reads. The tail connects after the
+    // bootstrap, so wait for it before reading `connected`.
+    service.wait_for_liveness(|reason| reason.is_none()).await;
     let (_, stats) = call(address, "GET", "/api/fuse/stats", Value::Null).await;
     assert_eq!(stats["redisConnected"], true, "{stats}");
     assert_eq!(stats["source"]["mode"], "redis", "{stats}");

@@ -38,6 +38,11 @@ pub struct Tail {
     block: Duration,
     read_connection: Option<MultiplexedConnection>,
     fetch_connection: Option<StateConnection>,
+    /// Whether the open connections were verified and counted. A read
+    /// cancelled between connecting and verifying (the state task pre-empts
+    /// reads with commands) leaves connections open but unverified: the
+    /// next read must verify them, or the status never says connected.
+    connection_verified: bool,
     relevance: Option<RelevanceCache>,
     /// Set while Redis is unreachable, so an outage is logged once.
     outage_attempts: Option<u32>,
@@ -70,6 +75,7 @@ impl Tail {
             block: DEFAULT_BLOCK,
             read_connection: None,
             fetch_connection: None,
+            connection_verified: false,
             relevance: None,
             outage_attempts: None,
             status: TailStatus::default(),
@@ -86,7 +92,7 @@ impl Tail {
     /// Reports into `status` from now on (e.g. the handle of the tail this
     /// one replaces after a leader switch), so readers keep one handle.
     pub fn set_status(&mut self, status: TailStatus) {
-        if self.read_connection.is_some() {
+        if self.connection_verified {
             status.record_connection();
         } else {
             status.set_not_live(Some(NOT_CONNECTED_YET.to_owned()));
@@ -115,7 +121,7 @@ impl Tail {
         self.status.set_lag_entries(None);
         // The snapshot came from whatever server answers now.
         self.identity = None;
-        if self.read_connection.is_some() {
+        if self.connection_verified {
             self.status.set_not_live(None);
         }
     }
@@ -148,6 +154,7 @@ impl Tail {
                 Err(error) if is_transient(&error) => {
                     self.read_connection = None;
                     self.fetch_connection = None;
+                    self.connection_verified = false;
                     self.status
                         .set_not_live(Some(format!("lost redis, reconnecting: {error}")));
                     self.status.set_connected(false);
@@ -195,6 +202,7 @@ impl Tail {
             .multiplexed(Some(self.read_response_timeout()))
             .await?;
         let fetch = self.connector.stream_state(FETCH_RESPONSE_TIMEOUT).await?;
+        self.connection_verified = false;
         self.read_connection = Some(read);
         self.fetch_connection = Some(fetch);
         Ok(())
@@ -253,7 +261,10 @@ impl Tail {
 
     /// One `XREAD`; `None` when it timed out without entries.
     async fn try_next_batch(&mut self) -> Result<Option<TailEvent>, StreamError> {
-        if self.read_connection.is_none() || self.fetch_connection.is_none() {
+        if !self.connection_verified
+            || self.read_connection.is_none()
+            || self.fetch_connection.is_none()
+        {
             self.connect().await?;
             // After (re)connecting, the stream must still lead on from our
             // position: a Redis that came back empty, or trimmed past us,
@@ -261,6 +272,7 @@ impl Tail {
             // counts as one (a Redis still loading its data does not).
             let verdict = self.verify().await?;
             self.status.record_connection();
+            self.connection_verified = true;
             match verdict {
                 Some(resync) => return Ok(Some(resync)),
                 None => self.status.set_not_live(None),
