@@ -77,6 +77,7 @@ mod error;
 mod fetch;
 mod info;
 mod liveness;
+mod reconcile;
 mod redis_source;
 mod resp;
 mod sentinel;
@@ -93,6 +94,7 @@ pub use metafuse_state::{
     Delta, EVENTS_STREAM, EventCounts, FetchPlan, FetchedValue, FileRef, KeyError, Projection,
     Stats, parse_event_key,
 };
+pub use reconcile::Reconciler;
 pub use redis_source::RedisSource;
 pub use source::{Source, Strategy};
 pub use tail::Tail;
