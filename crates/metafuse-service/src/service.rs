@@ -22,7 +22,7 @@ use crate::checkpoint::{LoadedCheckpoint, checkpoint_path, load_checkpoint, writ
 use crate::config::{RulesSource, ServiceConfig};
 use crate::error::ServiceError;
 use crate::inner::{Command, Inner, InnerParts, InvalidationSink};
-use crate::reconcile::{Reconciliation, needs_reconciliation};
+use crate::reconcile::{Reconciliation, needs_reconciliation, reconcile_rebuild};
 use crate::rules_file::compile_text;
 use crate::status::{Phase, Status};
 
@@ -180,7 +180,7 @@ impl Service {
             identity,
             checkpoint_file,
         };
-        state_task.reconcile_after(report.strategy_used);
+        state_task.reconcile_in_background(report.strategy_used);
         let mut tasks = vec![tokio::spawn(state_task.run())];
         tasks.push(tokio::spawn(follow_leader(inner.clone(), leader)));
         if let RulesSource::File(_) = &config.rules {
@@ -644,16 +644,24 @@ impl StateTask {
         }
     }
 
-    /// A new tree (bootstrap, resynchronisation, leader switch) was built
-    /// by `method`: stops the reconciliation of the old one, and starts
-    /// one in the background if this tree may lack files the index does
-    /// not list.
-    fn reconcile_after(&mut self, method: BootstrapMethod) {
-        self.reconciliation = None;
+    /// The tree at start was built by `method`: if it may lack files the
+    /// index does not list, they are found in the background (the tree
+    /// serves meanwhile) and applied like any change.
+    fn reconcile_in_background(&mut self, method: BootstrapMethod) {
         if let Some(reconciler) = self.reconciler.clone()
             && needs_reconciliation(method)
         {
             self.reconciliation = Some(crate::reconcile::spawn(self.inner.clone(), reconciler));
+        }
+    }
+
+    /// A rebuilt tree has been swapped in, reconciled before (see
+    /// [`reconcile_rebuild`]) when `reconciled` says how many files it
+    /// found: the background reconciliation of the old tree is moot.
+    fn reconciled(&mut self, reconciled: Option<(u64, Duration)>) {
+        self.reconciliation = None;
+        if let Some((n_unindexed, elapsed)) = reconciled {
+            crate::reconcile::report(&self.inner, n_unindexed, elapsed);
         }
     }
 
@@ -769,10 +777,17 @@ impl StateTask {
             }
             result => result?,
         };
+        let reconciled = reconcile_rebuild(
+            self.source.as_mut(),
+            self.reconciler.as_ref(),
+            &report,
+            &mut fresh,
+        )
+        .await?;
         let n_files = fresh.complete_count();
         let changes = self.swap_in_projection(fresh, &report);
         Self::publish_rebuild(&self.inner, ChangeCause::Resync, changes, &report).await;
-        self.reconcile_after(report.strategy_used);
+        self.reconciled(reconciled);
         self.refresh_identity().await;
         tracing::info!(
             n_files,
@@ -850,6 +865,8 @@ impl StateTask {
         let identity = source.identity().await?;
         let mut fresh = Projection::new(self.relevant.clone());
         let report = source.bootstrap(&mut fresh, &|_| {}).await?;
+        let reconciled =
+            reconcile_rebuild(source.as_mut(), reconciler.as_ref(), &report, &mut fresh).await?;
         let changes = self.swap_in_projection(fresh, &report);
         // The new source's first connection counts as a reconnect of the
         // one handle health reads.
@@ -860,7 +877,7 @@ impl StateTask {
         self.identity = identity;
         *self.inner.leader.lock() = leader.clone();
         Self::publish_rebuild(&self.inner, ChangeCause::SourceSwitch, changes, &report).await;
-        self.reconcile_after(report.strategy_used);
+        self.reconciled(reconciled);
         self.inner
             .leader_switches
             .send_modify(|switches| *switches += 1);
