@@ -11,6 +11,9 @@
 //!
 //! [`RedisSource`] is this crate's [`MetadataSource`], the service's view of
 //! it; [`Source`] and [`Tail`] are the parts, for tools and benchmarks.
+//! A snapshot reads the index; [`Reconciler`] finds the files whose keys
+//! exist but which the index lacks (a paced `SCAN`), for the owner of the
+//! source to fetch and apply after a snapshot.
 //! Every Redis connection of metafuse is opened here.
 //!
 //! Keys: the `REDIS_PREFIX` applies to `file:` keys
