@@ -12,6 +12,7 @@ use metafuse_state::{FetchPlan, Projection};
 use crate::entries::{StreamId, stream_id_order};
 use crate::error::StreamError;
 use crate::info::stream_info;
+use crate::reconcile::Reconciler;
 use crate::source::{Source, Strategy};
 use crate::tail::Tail;
 
@@ -50,6 +51,13 @@ impl RedisSource {
     /// `/metrics`).
     pub fn fetched_keys_per_node(&self) -> Vec<(String, u64)> {
         self.source.fetched_keys_per_node()
+    }
+
+    /// Finds the files a snapshot missed because the index does not list
+    /// them (see [`Reconciler`]); for the owner of this source to run
+    /// after a snapshot, in the background.
+    pub fn reconciler(&self) -> Reconciler {
+        self.source.reconciler()
     }
 
     /// See [`Source::set_scan_nested`].
