@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metafuse_source::FetchedValues;
+use metafuse_source::{FetchedValues, SourceNode};
 use redis::Value;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
@@ -175,6 +175,32 @@ impl Topology {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.iter().map(|(a, n)| (a.clone(), *n)).collect()
+    }
+
+    /// Every master serving now, and every node fetched from earlier that
+    /// serves no more, with the keys fetched from each.
+    pub(crate) fn node_report(&self) -> Vec<SourceNode> {
+        let counts: BTreeMap<String, u64> = self.fetched_keys().into_iter().collect();
+        let masters = self.masters();
+        let mut nodes: Vec<SourceNode> = masters
+            .iter()
+            .map(|address| SourceNode {
+                address: address.clone(),
+                role: "master",
+                fetched_keys: Some(counts.get(address).copied().unwrap_or(0)),
+            })
+            .collect();
+        nodes.extend(
+            counts
+                .iter()
+                .filter(|(address, _)| !masters.contains(address))
+                .map(|(address, n_keys)| SourceNode {
+                    address: address.clone(),
+                    role: "gone",
+                    fetched_keys: Some(*n_keys),
+                }),
+        );
+        nodes
     }
 
     fn count_fetched(&self, address: &str, n_keys: usize) {

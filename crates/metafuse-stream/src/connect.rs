@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metafuse_source::{SourceNode, SourceTopology};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
@@ -151,6 +152,40 @@ impl Connector {
             None => Ok(StateConnection::Single(
                 self.multiplexed(response_timeout).await?,
             )),
+        }
+    }
+
+    /// How this Redis is deployed and what each node served (see
+    /// [`SourceTopology`]): a cluster's masters with their fetch counts, a
+    /// sentinel's current master, or the one node.
+    pub(crate) fn topology_report(&self) -> SourceTopology {
+        if let Some(topology) = &self.cluster {
+            return SourceTopology {
+                mode: "cluster",
+                nodes: topology.node_report(),
+            };
+        }
+        if let Some(sentinel) = &self.sentinel {
+            return SourceTopology {
+                mode: "sentinel",
+                nodes: sentinel
+                    .last_master()
+                    .into_iter()
+                    .map(|address| SourceNode {
+                        address,
+                        role: "master",
+                        fetched_keys: None,
+                    })
+                    .collect(),
+            };
+        }
+        SourceTopology {
+            mode: "single",
+            nodes: vec![SourceNode {
+                address: self.client.get_connection_info().addr().to_string(),
+                role: "master",
+                fetched_keys: None,
+            }],
         }
     }
 

@@ -9,12 +9,14 @@
 //!
 //! The URL's credentials are the master's; sentinels are asked without them.
 
+use std::sync::{Mutex, PoisonError};
+
 use redis::Value;
 
 use crate::error::StreamError;
 
 /// A `redis+sentinel://` or `rediss+sentinel://` URL taken apart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct SentinelUrl {
     /// `redis` or `rediss`: how the master is reached.
     scheme: &'static str,
@@ -23,6 +25,24 @@ pub(crate) struct SentinelUrl {
     /// The sentinels, `host:port` (26379 when no port is given).
     sentinels: Vec<String>,
     master_name: String,
+    /// The master (`host:port`) the sentinels named last, for health.
+    last_master: Mutex<Option<String>>,
+}
+
+impl PartialEq for SentinelUrl {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.scheme,
+            &self.credentials,
+            &self.sentinels,
+            &self.master_name,
+        ) == (
+            other.scheme,
+            &other.credentials,
+            &other.sentinels,
+            &other.master_name,
+        )
+    }
 }
 
 impl SentinelUrl {
@@ -64,6 +84,7 @@ impl SentinelUrl {
             credentials,
             sentinels,
             master_name,
+            last_master: Mutex::new(None),
         }))
     }
 
@@ -74,7 +95,12 @@ impl SentinelUrl {
         for sentinel in &self.sentinels {
             match self.ask(sentinel).await {
                 Ok(Some(address)) => {
-                    return Ok(format!("{}://{}{address}/", self.scheme, self.credentials));
+                    let url = format!("{}://{}{address}/", self.scheme, self.credentials);
+                    *self
+                        .last_master
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(address);
+                    return Ok(url);
                 }
                 Ok(None) => {}
                 Err(error) => last_error = Some(error),
@@ -84,6 +110,14 @@ impl SentinelUrl {
             operation: "SENTINEL get-master-addr-by-name",
             reply: format!("no sentinel knows a master named {:?}", self.master_name),
         }))
+    }
+
+    /// The master (`host:port`) the sentinels named last, if asked yet.
+    pub(crate) fn last_master(&self) -> Option<String> {
+        self.last_master
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     async fn ask(&self, sentinel: &str) -> Result<Option<String>, StreamError> {

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashSet;
 use metafuse_rules::RelevantProperties;
-use metafuse_source::{BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, Timings};
+use metafuse_source::{
+    BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, SourceTopology, Timings,
+    TopologyReader,
+};
 use metafuse_state::{
     EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, index_key,
 };
@@ -185,6 +188,18 @@ impl Source {
             .topology()
             .map(|topology| topology.fetched_keys())
             .unwrap_or_default()
+    }
+
+    /// How this Redis is deployed (`single`, `cluster`, `sentinel`) and
+    /// what each node served so far.
+    pub fn topology(&self) -> SourceTopology {
+        self.connector.topology_report()
+    }
+
+    /// A reader of [`Source::topology`] that any thread may call.
+    pub(crate) fn topology_reader(&self) -> TopologyReader {
+        let connector = self.connector.clone();
+        std::sync::Arc::new(move || connector.topology_report())
     }
 
     /// The key prefix of `file:` keys.

@@ -56,6 +56,7 @@ impl Backend for FixedTree {
                 mode: "redis".into(),
                 connected: true,
                 url: Some("redis://core:6379".into()),
+                topology: None,
             },
         }
     }
@@ -73,6 +74,7 @@ impl Backend for FixedTree {
                 mode: "redis".into(),
                 connected: true,
                 url: Some("redis://core:6379".into()),
+                topology: None,
             },
             state_builder: StateBuilderStats {
                 events_processed: 15,
@@ -276,6 +278,7 @@ impl Backend for FixedTree {
             bootstrap_seconds: Some(0.25),
             strategy: Some("replay".into()),
             source: Some("redis".into()),
+            topology: None,
             notifications: None,
         }
     }
