@@ -349,14 +349,16 @@ impl Drop for RedisCluster {
 /// Writes `library.writes[range]` through a cluster connection the way the
 /// writers do: values and index first, then the stream entries, so an entry
 /// is never visible before the value it announces (keys and the stream live
-/// on different nodes).
+/// on different nodes). Returns the id of the last stream entry written, to
+/// await it.
 pub fn write_library_to_cluster(
     connection: &mut redis::cluster::ClusterConnection,
     library: &Library,
     prefix: &str,
     range: std::ops::Range<usize>,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<Option<String>> {
     let index = index_key(prefix);
+    let mut last_id = None;
     for chunk in library.writes[range].chunks(2000) {
         let mut values = redis::cluster::cluster_pipe();
         let mut events = redis::cluster::cluster_pipe();
@@ -386,13 +388,13 @@ pub fn write_library_to_cluster(
                 .arg("key")
                 .arg(&key)
                 .arg("ts")
-                .arg(1_700_000_000_000u64)
-                .ignore();
+                .arg(1_700_000_000_000u64);
         }
         values.query::<()>(connection)?;
-        events.query::<()>(connection)?;
+        let ids: Vec<String> = events.query(connection)?;
+        last_id = ids.into_iter().last().or(last_id);
     }
-    Ok(())
+    Ok(last_id)
 }
 
 #[cfg(test)]
