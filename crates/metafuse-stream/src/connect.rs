@@ -97,6 +97,12 @@ impl Connector {
         Ok(crate::liveness::with_keepalive(&client))
     }
 
+    /// For Sentinel: changes whenever the sentinels announce that our
+    /// master switched (see `sentinel.rs`); `None` otherwise.
+    pub(crate) fn master_switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.sentinel.as_ref().map(|sentinel| sentinel.switches())
+    }
+
     /// The cluster's slot table, if this is a cluster.
     pub(crate) fn topology(&self) -> Option<&Arc<Topology>> {
         self.cluster.as_ref()
