@@ -40,6 +40,9 @@ impl Connector {
     /// `redis+cluster://` or `rediss+cluster://host:port[,host:port…]`: a
     /// Redis Cluster reached through any of those seed nodes.
     pub(crate) fn new(url: &str) -> Result<Self, StreamError> {
+        // `rediss://`: rustls needs a process-wide crypto provider; an
+        // error means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let redacted_url = metafuse_source::redact_url(url);
         let invalid = |cause| StreamError::InvalidUrl {
             url: redacted_url.clone(),

@@ -34,6 +34,8 @@ pub(crate) struct SentinelUrl {
     /// The sentinels, `host:port` (26379 when no port is given).
     sentinels: Vec<String>,
     master_name: String,
+    /// `#insecure` (TLS to the master without certificate verification) or empty.
+    fragment: &'static str,
     /// The master (`host:port`) the sentinels named last, for health.
     last_master: Arc<Mutex<Option<String>>>,
     /// Bumped on every `+switch-master` of our master a sentinel announces.
@@ -115,6 +117,7 @@ impl SentinelUrl {
             credentials,
             sentinels,
             master_name,
+            fragment: crate::cluster::insecure_fragment(url),
             last_master: Arc::new(Mutex::new(None)),
             switches: Arc::new(watch::Sender::new(0)),
             subscribed: Arc::new(watch::Sender::new(false)),
@@ -129,7 +132,10 @@ impl SentinelUrl {
         for sentinel in &self.sentinels {
             match self.ask(sentinel).await {
                 Ok(Some(address)) => {
-                    let url = format!("{}://{}{address}/", self.scheme, self.credentials);
+                    let url = format!(
+                        "{}://{}{address}/{}",
+                        self.scheme, self.credentials, self.fragment
+                    );
                     *self
                         .last_master
                         .lock()
