@@ -2,17 +2,22 @@
 //! writer that writes a synthetic library through a cluster client.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use metafuse_state::{EVENTS_STREAM, FILE_KEY_PREFIX, escape_glob, file_key, index_key};
 
-use crate::redis_server::{free_port, wait_until_ready};
+use crate::redis_server::{
+    credentials, free_port, loopback_url, poll_until, server_command, wait_until_accepting,
+    wait_until_ready,
+};
 use crate::{Files, Library, RedisServerError};
 
 /// How long the cluster may take to agree after a change (creation,
 /// failover). A bounded poll of its own state, not a sleep.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// How long one server may take to start.
+const START_LIMIT: Duration = Duration::from_secs(10);
 
 /// A private Redis Cluster: `n_masters` masters with `replicas_per_master`
 /// replicas each, on free loopback ports; every server is killed on drop.
@@ -68,57 +73,21 @@ impl RedisCluster {
     }
 
     fn spawn(&mut self, port: u16) -> Result<(), RedisServerError> {
-        let mut command = Command::new("redis-server");
+        let mut command = server_command(port, self.dir.path(), self.password.as_deref());
         command
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(self.dir.path())
             .arg("--cluster-enabled")
             .arg("yes")
             .arg("--cluster-config-file")
             .arg(format!("nodes-{port}.conf"))
             .arg("--cluster-node-timeout")
-            .arg("1000")
-            .arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--protected-mode")
-            .arg("no")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(password) = &self.password {
-            command
-                .arg("--requirepass")
-                .arg(password)
-                .arg("--masterauth")
-                .arg(password);
-        }
+            .arg("1000");
         let child = command.spawn().map_err(RedisServerError::Spawn)?;
         self.nodes.insert(port, child);
-        // A password makes PING answer NOAUTH; the port accepting is enough then.
         if self.password.is_none() {
-            wait_until_ready(port, Duration::from_secs(10))?;
+            wait_until_ready(port, START_LIMIT)
         } else {
-            let started = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if started.elapsed() > Duration::from_secs(10) {
-                    return Err(RedisServerError::NotReady { port, seconds: 10 });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wait_until_accepting(port, START_LIMIT)
         }
-        Ok(())
-    }
-
-    fn credentials(&self) -> String {
-        self.password
-            .as_ref()
-            .map_or_else(String::new, |password| format!(":{password}@"))
     }
 
     /// `redis+cluster://[:password@]127.0.0.1:p1,127.0.0.1:p2,…/` naming
@@ -129,12 +98,16 @@ impl RedisCluster {
             .keys()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}{}/", self.credentials(), nodes.join(","))
+        format!(
+            "redis+cluster://{}{}/",
+            credentials(self.password.as_deref()),
+            nodes.join(",")
+        )
     }
 
     /// The single-node URL of the node on `port`.
     pub fn node_url(&self, port: u16) -> String {
-        format!("redis://{}127.0.0.1:{port}/", self.credentials())
+        loopback_url(self.password.as_deref(), port)
     }
 
     /// A synchronous connection to one node.
@@ -228,16 +201,12 @@ impl RedisCluster {
         let _: () = redis::cmd("CLUSTER")
             .arg("FAILOVER")
             .query(&mut self.node_connection(replica)?)?;
-        let started = Instant::now();
-        while self.master_of(key).ok() != Some(replica) {
-            if started.elapsed() > SETTLE_LIMIT {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "the replica did not take over",
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(SETTLE_LIMIT, replica, || {
+            self.master_of(key).ok() == Some(replica)
+        })
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Client, "the replica did not take over"))
+        })?;
         self.kill(old_master);
         self.wait_until_settled()
             .map_err(|error| redis::RedisError::from(std::io::Error::other(error.to_string())))?;
@@ -255,8 +224,8 @@ impl RedisCluster {
     /// Polls `CLUSTER INFO` of every live node until each says
     /// `cluster_state:ok` and they agree on the masters.
     fn wait_until_settled(&self) -> Result<(), RedisServerError> {
-        let started = Instant::now();
-        loop {
+        let first_port = self.nodes.keys().next().copied().unwrap_or(0);
+        poll_until(SETTLE_LIMIT, first_port, || {
             let all_ok = self.nodes.keys().all(|port| {
                 self.node_connection(*port)
                     .and_then(|mut connection| {
@@ -266,17 +235,8 @@ impl RedisCluster {
                     })
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
-            if all_ok && self.master_ports().is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > SETTLE_LIMIT {
-                return Err(RedisServerError::NotReady {
-                    port: self.nodes.keys().next().copied().unwrap_or(0),
-                    seconds: SETTLE_LIMIT.as_secs(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            all_ok && self.master_ports().is_ok()
+        })
     }
 
     /// What the cluster holds under `prefix`, read independently of the

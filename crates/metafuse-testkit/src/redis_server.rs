@@ -264,6 +264,77 @@ fn make_certificates(dir: &Path) -> Result<(), RedisServerError> {
     Ok(())
 }
 
+/// `redis-server` on `port` of 127.0.0.1, working in `dir`, persistence
+/// off, output discarded, with `password` required of clients and given to
+/// its master (replication) when set.
+pub(crate) fn server_command(port: u16, dir: &Path, password: Option<&str>) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--protected-mode")
+        .arg("no")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(password) = password {
+        command
+            .arg("--requirepass")
+            .arg(password)
+            .arg("--masterauth")
+            .arg(password);
+    }
+    command
+}
+
+/// `:password@` for a URL, or nothing without a password.
+pub(crate) fn credentials(password: Option<&str>) -> String {
+    password.map_or_else(String::new, |password| format!(":{password}@"))
+}
+
+/// `redis://[:password@]127.0.0.1:{port}/`.
+pub(crate) fn loopback_url(password: Option<&str>, port: u16) -> String {
+    format!("redis://{}127.0.0.1:{port}/", credentials(password))
+}
+
+/// Polls the port until it accepts connections (a server with a password
+/// answers `PING` with `NOAUTH`, so accepting is all that can be asked);
+/// a bounded poll, redis-server offers no readiness event.
+pub(crate) fn wait_until_accepting(port: u16, limit: Duration) -> Result<(), RedisServerError> {
+    poll_until(limit, port, || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+    })
+}
+
+/// Polls `done` until it holds, at most `limit`: for servers and clusters
+/// that offer no event to await (start-up, a cluster agreeing, sentinels
+/// seeing each other). `port` names the server in the error.
+pub(crate) fn poll_until(
+    limit: Duration,
+    port: u16,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), RedisServerError> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            return Err(RedisServerError::NotReady {
+                port,
+                seconds: limit.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 pub(crate) fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
