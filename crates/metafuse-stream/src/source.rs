@@ -31,6 +31,10 @@ use crate::tail::Tail;
 /// 4k against 2.3 s with 1k, 10k or 25k).
 const ENTRIES_PER_PAGE: usize = 4_000;
 /// Files per snapshot batch (× relevant names = keys per `MGET` pipeline).
+/// Also in a cluster, where an `MGET` holds the keys of one slot only, so a
+/// batch's keys spread over 16384 slots make one-key `MGET`s: batches of
+/// 8k or 32k files (7 or 29 keys per `MGET`) measured no faster there
+/// (docs/BENCHMARKS.md, Cluster).
 const FILES_PER_SNAPSHOT_BATCH: usize = 1_000;
 /// Keys per `SCAN`/`SSCAN` step.
 const SCAN_COUNT: usize = 10_000;
@@ -106,6 +110,8 @@ pub struct Source {
     connection: StateConnection,
     prefix: String,
     scan_nested: bool,
+    /// Files per snapshot batch; `None`: `FILES_PER_SNAPSHOT_BATCH`.
+    files_per_snapshot_batch: Option<usize>,
 }
 
 impl std::fmt::Debug for Source {
@@ -130,6 +136,7 @@ impl Source {
             connection,
             prefix: prefix.to_owned(),
             scan_nested: false,
+            files_per_snapshot_batch: None,
         })
     }
 
@@ -161,6 +168,20 @@ impl Source {
     /// files). A replay stores them either way, as their events arrive.
     pub fn set_scan_nested(&mut self, scan_nested: bool) {
         self.scan_nested = scan_nested;
+    }
+
+    /// Files fetched per snapshot batch, for benchmarks (default: 1000 on
+    /// one node, more in a cluster).
+    pub fn set_files_per_snapshot_batch(&mut self, n_files: usize) {
+        self.files_per_snapshot_batch = Some(n_files.max(1));
+    }
+
+    fn files_per_snapshot_batch(&self) -> usize {
+        self.files_per_snapshot_batch
+            .unwrap_or(match self.connector.topology() {
+                Some(_) => CLUSTER_FILES_PER_SNAPSHOT_BATCH,
+                None => FILES_PER_SNAPSHOT_BATCH,
+            })
     }
 
     /// The state connection, checked alive (reconnected if Redis restarted).
@@ -396,9 +417,10 @@ impl Source {
         let (batch_sender, batch_receiver) = mpsc::channel(4);
         let prefix = self.prefix.clone();
         let exact_names = names.clone();
+        let files_per_batch = self.files_per_snapshot_batch();
         let producer = tokio::spawn(async move {
             let mut buffer = String::new();
-            for files in hash_ids.chunks(FILES_PER_SNAPSHOT_BATCH) {
+            for files in hash_ids.chunks(files_per_batch) {
                 let mut keys = Vec::with_capacity(files.len() * exact_names.len());
                 for hash_id in files {
                     for name in &exact_names {
@@ -430,7 +452,7 @@ impl Source {
             self.connector.bulk(RESPONSE_TIMEOUT).await?,
         ];
         let mut totals = fetch_and_apply(connections, batch_receiver, projection, |_, _| {
-            done_files = (done_files + FILES_PER_SNAPSHOT_BATCH as u64).min(total);
+            done_files = (done_files + files_per_batch as u64).min(total);
             progress(Progress {
                 phase: Phase::Snapshot,
                 done: done_files,
