@@ -170,18 +170,14 @@ impl Source {
         self.scan_nested = scan_nested;
     }
 
-    /// Files fetched per snapshot batch, for benchmarks (default: 1000 on
-    /// one node, more in a cluster).
+    /// Files fetched per snapshot batch (default 1000), for benchmarks.
     pub fn set_files_per_snapshot_batch(&mut self, n_files: usize) {
         self.files_per_snapshot_batch = Some(n_files.max(1));
     }
 
     fn files_per_snapshot_batch(&self) -> usize {
         self.files_per_snapshot_batch
-            .unwrap_or(match self.connector.topology() {
-                Some(_) => CLUSTER_FILES_PER_SNAPSHOT_BATCH,
-                None => FILES_PER_SNAPSHOT_BATCH,
-            })
+            .unwrap_or(FILES_PER_SNAPSHOT_BATCH)
     }
 
     /// The state connection, checked alive (reconnected if Redis restarted).
