@@ -126,29 +126,20 @@ impl RedisCluster {
         let mut ports: Vec<u16> = self
             .slot_table()?
             .into_iter()
-            .map(|(_, _, p, _)| p)
+            .map(|(_, _, port)| port)
             .collect();
         ports.sort_unstable();
         ports.dedup();
         Ok(ports)
     }
 
-    /// `(first, last, master port, replica ports)` per slot range.
+    /// `(first, last, master port)` per slot range, as the
+    /// first live node that knows any slot says.
     fn slot_table(&self) -> redis::RedisResult<Vec<SlotRange>> {
         let mut last_error = None;
         for port in self.nodes.keys() {
-            let reply = self.node_connection(*port).and_then(|mut connection| {
-                redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query::<Vec<Vec<redis::Value>>>(&mut connection)
-            });
-            match reply {
-                Ok(ranges) if !ranges.is_empty() => {
-                    return Ok(ranges
-                        .iter()
-                        .filter_map(|range| parse_range(range))
-                        .collect());
-                }
+            match self.slot_table_of(*port) {
+                Ok(ranges) if !ranges.is_empty() => return Ok(ranges),
                 Ok(_) => {}
                 Err(error) => last_error = Some(error),
             }
@@ -156,6 +147,19 @@ impl RedisCluster {
         Err(last_error.unwrap_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Client, "no node knows any slot"))
         }))
+    }
+
+    /// `CLUSTER SLOTS` of the node on `port`, masters only, sorted.
+    fn slot_table_of(&self, port: u16) -> redis::RedisResult<Vec<SlotRange>> {
+        let ranges = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<Vec<redis::Value>>>(&mut self.node_connection(port)?)?;
+        let mut table: Vec<SlotRange> = ranges
+            .iter()
+            .filter_map(|range| parse_range(range))
+            .collect();
+        table.sort_unstable();
+        Ok(table)
     }
 
     /// `CLUSTER KEYSLOT key`, asked of a live node.
@@ -172,8 +176,8 @@ impl RedisCluster {
         let slot = self.key_slot(key)?;
         self.slot_table()?
             .into_iter()
-            .find(|(first, last, _, _)| (*first..=*last).contains(&slot))
-            .map(|(_, _, port, _)| port)
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, port)| port)
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "slot unserved")))
     }
 
@@ -221,8 +225,10 @@ impl RedisCluster {
         }
     }
 
-    /// Polls `CLUSTER INFO` of every live node until each says
-    /// `cluster_state:ok` and they agree on the masters.
+    /// Polls every live node until each says `cluster_state:ok` and all
+    /// name the same master for every slot (a failover reaches the nodes
+    /// one by one; until they agree, a node may redirect what another
+    /// routes to it).
     fn wait_until_settled(&self) -> Result<(), RedisServerError> {
         let first_port = self.nodes.keys().next().copied().unwrap_or(0);
         poll_until(SETTLE_LIMIT, first_port, || {
@@ -235,7 +241,11 @@ impl RedisCluster {
                     })
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
-            all_ok && self.master_ports().is_ok()
+            let mut tables = self.nodes.keys().map(|port| self.slot_table_of(*port).ok());
+            let first = tables.next().flatten();
+            all_ok
+                && first.as_ref().is_some_and(|table| !table.is_empty())
+                && tables.all(|table| table == first)
         })
     }
 
@@ -277,8 +287,8 @@ impl RedisCluster {
     }
 }
 
-/// First slot, last slot, master port, replica ports.
-type SlotRange = (u16, u16, u16, Vec<u16>);
+/// First slot, last slot, master port.
+type SlotRange = (u16, u16, u16);
 
 /// One `CLUSTER SLOTS` range: `[first, last, [host, port, …], replicas…]`.
 fn parse_range(range: &[redis::Value]) -> Option<SlotRange> {
@@ -286,15 +296,13 @@ fn parse_range(range: &[redis::Value]) -> Option<SlotRange> {
         redis::Value::Int(number) => u16::try_from(*number).ok(),
         _ => None,
     };
-    let port = |value: &redis::Value| match value {
-        redis::Value::Array(node) => node.get(1).and_then(number),
-        _ => None,
-    };
     let first = number(range.first()?)?;
     let last = number(range.get(1)?)?;
-    let master = port(range.get(2)?)?;
-    let replicas = range.iter().skip(3).filter_map(port).collect();
-    Some((first, last, master, replicas))
+    let master = match range.get(2)? {
+        redis::Value::Array(node) => node.get(1).and_then(number)?,
+        _ => return None,
+    };
+    Some((first, last, master))
 }
 
 impl Drop for RedisCluster {
