@@ -121,6 +121,59 @@ fn json_reports_the_bootstrap_with_the_api_meanings() -> Result<(), Box<dyn std:
         assert!(summary[field].is_u64(), "{field} in {summary}");
     }
     assert!(summary["strategy"].is_string(), "{summary}");
+    assert_eq!(summary["topology"]["mode"], "single", "{summary}");
+    assert_eq!(
+        summary["topology"]["nodes"][0]["address"],
+        format!("127.0.0.1:{}", redis.port())
+    );
+    Ok(())
+}
+
+#[test]
+fn a_cluster_reports_every_master_and_what_was_fetched_from_each()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = metafuse_testkit::RedisCluster::start(3, 0, None)?;
+    let library = metafuse_testkit::Library::generate(&metafuse_testkit::LibrarySpec::new(300));
+    metafuse_testkit::write_library_to_cluster(
+        &mut cluster.connection()?,
+        &library,
+        "",
+        0..library.writes.len(),
+    )?;
+    let output = stats_command()
+        .args([
+            "--redis-url",
+            &cluster.url(),
+            "--json",
+            "--strategy",
+            "snapshot",
+        ])
+        .output()?;
+    assert!(output.status.success(), "stderr: {}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output))?;
+    assert_eq!(summary["fileCount"], 300, "{summary}");
+    assert_eq!(summary["topology"]["mode"], "cluster", "{summary}");
+    let mut masters: Vec<String> = cluster
+        .master_ports()?
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    masters.sort();
+    let nodes = summary["topology"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let reported: Vec<String> = nodes
+        .iter()
+        .filter_map(|node| Some(node["address"].as_str()?.to_owned()))
+        .collect();
+    assert_eq!(reported, masters, "{summary}");
+    assert!(
+        nodes
+            .iter()
+            .all(|node| node["fetchedKeys"].as_u64() > Some(0)),
+        "{summary}"
+    );
     Ok(())
 }
 

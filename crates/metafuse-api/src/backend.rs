@@ -108,6 +108,36 @@ pub struct SourceState {
     pub connected: bool,
     /// Where it is, passwords masked.
     pub url: Option<String>,
+    /// How a Redis source is deployed and what each node served (left out
+    /// when the source does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology: Option<TopologyState>,
+}
+
+/// `source.topology` of health and stats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyState {
+    /// `single`, `cluster` or `sentinel`.
+    pub mode: String,
+    /// The nodes known now: a cluster's masters (and nodes fetched from
+    /// earlier that serve no more), a sentinel's current master, the one
+    /// node.
+    pub nodes: Vec<NodeState>,
+}
+
+/// One node of a [`TopologyState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    /// `host:port`.
+    pub address: String,
+    /// `master` while it serves, `gone` once it serves no more.
+    pub role: String,
+    /// Values fetched from it since the start, where counted per node (a
+    /// cluster's masters); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched_keys: Option<u64>,
 }
 
 /// The stream part of [`Health`].
@@ -404,6 +434,9 @@ pub struct MetricsSnapshot {
     pub strategy: Option<String>,
     /// The kind of source in use (`redis`, `metacore`).
     pub source: Option<String>,
+    /// How a Redis source is deployed and what each node served, when the
+    /// source says.
+    pub topology: Option<TopologyState>,
     /// Change notifications to media servers and programs, when any are
     /// configured.
     pub notifications: Option<NotificationCounts>,

@@ -19,9 +19,10 @@ mod timestamp;
 mod webdav_tokens;
 
 pub use backend::{
-    Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, NotificationCounts,
-    Preview, PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList, SourceState,
-    StateBuilderStats, Stats, StreamHealth, TemplateVariable, Validation, VariableType,
+    Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, NodeState,
+    NotificationCounts, Preview, PreviewEntry, ReadInfo, RulesSnapshot, ServiceEntry, ServiceList,
+    SourceState, StateBuilderStats, Stats, StreamHealth, TemplateVariable, TopologyState,
+    Validation, VariableType,
 };
 pub use config::ApiConfig;
 pub use error::ApiError;

@@ -154,6 +154,49 @@ pub(crate) fn render(metrics: &MetricsSnapshot) -> String {
             1.0,
         );
     }
+    if let Some(topology) = &metrics.topology {
+        out.family(
+            "metafuse_redis_mode",
+            "gauge",
+            "How the Redis source is deployed (value 1, mode single, cluster or sentinel as label).",
+        );
+        out.sample(
+            "metafuse_redis_mode",
+            &format!("{{mode=\"{}\"}}", escape_label_value(&topology.mode)),
+            1.0,
+        );
+        out.family(
+            "metafuse_redis_node_up",
+            "gauge",
+            "1 for each Redis node serving now (a cluster's masters, a sentinel's master), 0 for one fetched from earlier that serves no more.",
+        );
+        for node in &topology.nodes {
+            out.sample(
+                "metafuse_redis_node_up",
+                &format!("{{node=\"{}\"}}", escape_label_value(&node.address)),
+                if node.role == "gone" { 0.0 } else { 1.0 },
+            );
+        }
+        let counted: Vec<_> = topology
+            .nodes
+            .iter()
+            .filter_map(|node| Some((&node.address, node.fetched_keys?)))
+            .collect();
+        if !counted.is_empty() {
+            out.family(
+                "metafuse_redis_node_fetched_keys_total",
+                "counter",
+                "Values fetched from each Redis node (cluster masters).",
+            );
+            for (address, n_keys) in counted {
+                out.sample(
+                    "metafuse_redis_node_fetched_keys_total",
+                    &format!("{{node=\"{}\"}}", escape_label_value(address)),
+                    n_keys as f64,
+                );
+            }
+        }
+    }
     if let Some(notifications) = &metrics.notifications {
         for (name, help, value) in [
             (
@@ -227,6 +270,41 @@ mod tests {
             "metafuse_notifications_failed_total 2\n",
             "metafuse_notifications_coalesced_total 999\n",
             "metafuse_notifications_abandoned_total 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn cluster_nodes_get_a_labelled_sample_each() {
+        use crate::backend::{NodeState, TopologyState};
+        let single = render(&MetricsSnapshot::default());
+        assert!(!single.contains("metafuse_redis_node"), "{single}");
+        let text = render(&MetricsSnapshot {
+            topology: Some(TopologyState {
+                mode: "cluster".into(),
+                nodes: vec![
+                    NodeState {
+                        address: "10.0.0.1:7000".into(),
+                        role: "master".into(),
+                        fetched_keys: Some(1200),
+                    },
+                    NodeState {
+                        address: "10.0.0.2:7001".into(),
+                        role: "gone".into(),
+                        fetched_keys: Some(7),
+                    },
+                ],
+            }),
+            ..MetricsSnapshot::default()
+        });
+        for line in [
+            "metafuse_redis_mode{mode=\"cluster\"} 1\n",
+            "metafuse_redis_node_up{node=\"10.0.0.1:7000\"} 1\n",
+            "metafuse_redis_node_up{node=\"10.0.0.2:7001\"} 0\n",
+            "# TYPE metafuse_redis_node_fetched_keys_total counter\n",
+            "metafuse_redis_node_fetched_keys_total{node=\"10.0.0.1:7000\"} 1200\n",
+            "metafuse_redis_node_fetched_keys_total{node=\"10.0.0.2:7001\"} 7\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in {text}");
         }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use metafuse_api::{
-    ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot, Preview,
-    PreviewEntry, ReadInfo, RulesSnapshot, ServiceList, SourceState, StateBuilderStats, Stats,
-    StreamHealth, TemplateVariable, Validation, VariableType,
+    ApiError, Attr, Backend, BoxFuture, EntryKind, Health, HealthStatus, MetricsSnapshot,
+    NodeState, Preview, PreviewEntry, ReadInfo, RulesSnapshot, ServiceList, SourceState,
+    StateBuilderStats, Stats, StreamHealth, TemplateVariable, TopologyState, Validation,
+    VariableType,
 };
 use metafuse_bytes::SourceLocation;
 use metafuse_rules::{Metadata, Rule, Rules, RulesDocument, Severity};
@@ -91,7 +92,26 @@ impl ServiceBackend {
             mode: leader.mode.as_str().to_owned(),
             connected: self.inner.tail_status.is_connected(),
             url: Some(leader.location()),
+            topology: self.topology(),
         }
+    }
+
+    /// How the source in use is deployed and what each node served, when
+    /// it says (a Redis source does).
+    fn topology(&self) -> Option<TopologyState> {
+        let topology = (self.inner.source_topology.read().as_ref()?)();
+        Some(TopologyState {
+            mode: topology.mode.to_owned(),
+            nodes: topology
+                .nodes
+                .into_iter()
+                .map(|node| NodeState {
+                    address: node.address,
+                    role: node.role.to_owned(),
+                    fetched_keys: node.fetched_keys,
+                })
+                .collect(),
+        })
     }
 
     fn stream_health(&self) -> StreamHealth {
@@ -508,6 +528,7 @@ impl Backend for ServiceBackend {
             bootstrap_seconds: moments.bootstrap_seconds,
             strategy: moments.strategy.clone(),
             source: Some(self.inner.leader.lock().mode.as_str().to_owned()),
+            topology: self.topology(),
             notifications: self
                 .inner
                 .notification_counts

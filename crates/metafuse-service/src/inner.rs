@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use metafuse_leader::Leader;
 use metafuse_rules::Rules;
-use metafuse_source::{EventIdOrder, FetchedValues, TailStatus};
+use metafuse_source::{EventIdOrder, FetchedValues, TailStatus, TopologyReader};
 use metafuse_state::FetchPlan;
 use metafuse_vfs::{ChangeBatch, ChangeCause, Invalidation, SharedLibrary, TreeChanges};
 use parking_lot::{Mutex, RwLock};
@@ -75,6 +75,9 @@ pub(crate) struct Inner {
     pub(crate) checkpoint_problem: Mutex<Option<String>>,
     /// Checkpoints written so far.
     pub(crate) checkpoints_written: watch::Sender<u64>,
+    /// Reads the topology of the source in use (replaced on a leader
+    /// switch), for health, stats and `/metrics`.
+    pub(crate) source_topology: RwLock<Option<TopologyReader>>,
     /// Reads the change notifiers' counters for `/metrics`, once attached.
     pub(crate) notification_counts: RwLock<Option<NotificationCountsSource>>,
 }
@@ -94,6 +97,7 @@ pub(crate) struct InnerParts {
     pub(crate) event_id_order: EventIdOrder,
     pub(crate) last_rules_text: Option<String>,
     pub(crate) tail_status: TailStatus,
+    pub(crate) source_topology: Option<TopologyReader>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) checkpoint_problem: Option<String>,
 }
@@ -116,6 +120,7 @@ impl Inner {
             leader_switches: watch::Sender::new(0),
             last_rules_text: Mutex::new(parts.last_rules_text),
             tail_status: parts.tail_status,
+            source_topology: RwLock::new(parts.source_topology),
             checkpoint_problem: Mutex::new(parts.checkpoint_problem),
             checkpoints_written: watch::Sender::new(0),
             notification_counts: RwLock::new(None),

@@ -167,6 +167,7 @@ impl Service {
             event_id_order: source.event_id_order(),
             last_rules_text: initial.text,
             tail_status: source.tail_status(),
+            source_topology: source.topology(),
             runtime: tokio::runtime::Handle::current(),
             checkpoint_problem,
         }));
@@ -872,6 +873,7 @@ impl StateTask {
         // one handle health reads.
         source.set_tail_status(self.inner.tail_status.clone());
         self.inner.set_event_id_order(source.event_id_order());
+        *self.inner.source_topology.write() = source.topology();
         self.source = source;
         self.reconciler = reconciler;
         self.identity = identity;

@@ -17,6 +17,7 @@ mod fetched;
 mod redact;
 mod report;
 mod tail_status;
+mod topology;
 mod traits;
 
 pub use error::SourceError;
@@ -24,6 +25,7 @@ pub use fetched::{FetchedValues, MAX_VALUE_BYTES};
 pub use redact::redact_url;
 pub use report::{BootstrapMethod, BootstrapReport, Phase, Progress, Timings};
 pub use tail_status::{NOT_CONNECTED_YET, TailStatus};
+pub use topology::{SourceNode, SourceTopology, TopologyReader};
 pub use traits::{
     BoxFuture, EventIdOrder, MetadataSource, ProgressFn, SourceKind, TailBatch, TailEvent,
     opaque_event_id_order,

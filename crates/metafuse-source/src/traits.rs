@@ -7,7 +7,7 @@ use std::pin::Pin;
 use metafuse_rules::RelevantProperties;
 use metafuse_state::{EventCounts, FetchPlan, FetchedValue, Projection};
 
-use crate::{BootstrapReport, FetchedValues, Progress, SourceError, TailStatus};
+use crate::{BootstrapReport, FetchedValues, Progress, SourceError, TailStatus, TopologyReader};
 
 /// A boxed future that can move between threads: what the trait's async
 /// methods return, so it stays object-safe without an async runtime here.
@@ -152,6 +152,12 @@ pub trait MetadataSource: Send + std::fmt::Debug {
     /// (or a later one) has been applied without knowing what ids mean.
     fn event_id_order(&self) -> EventIdOrder {
         opaque_event_id_order
+    }
+
+    /// Reads how the source is deployed and what each node served, for
+    /// health and metrics; `None` when the source has no nodes to tell of.
+    fn topology(&self) -> Option<TopologyReader> {
+        None
     }
 }
 

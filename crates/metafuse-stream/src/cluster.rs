@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metafuse_source::FetchedValues;
+use metafuse_source::{FetchedValues, SourceNode};
 use redis::Value;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
@@ -23,6 +23,16 @@ use crate::connect::{BulkConnection, Connector};
 use crate::entries::RelevantKey;
 use crate::error::StreamError;
 use crate::fetch::{MgetConnection, fetch_values_in_slots};
+
+/// `#insecure` when `url` ends so (TLS without certificate verification,
+/// as single-node `rediss://` URLs say it), so every node's URL says it too.
+pub(crate) fn insecure_fragment(url: &str) -> &'static str {
+    if url.ends_with("#insecure") {
+        "#insecure"
+    } else {
+        ""
+    }
+}
 
 /// Slots of a Redis Cluster.
 pub(crate) const N_SLOTS: u16 = 16_384;
@@ -71,6 +81,8 @@ pub(crate) struct ClusterUrl {
     credentials: String,
     /// The seed nodes, `host:port`.
     seeds: Vec<String>,
+    /// `#insecure` (TLS without certificate verification) or empty.
+    fragment: &'static str,
 }
 
 impl ClusterUrl {
@@ -110,12 +122,16 @@ impl ClusterUrl {
             scheme,
             credentials,
             seeds,
+            fragment: insecure_fragment(url),
         }))
     }
 
     /// The single-node URL of the node at `address` (`host:port`).
     pub(crate) fn node_url(&self, address: &str) -> String {
-        format!("{}://{}{address}/", self.scheme, self.credentials)
+        format!(
+            "{}://{}{address}/{}",
+            self.scheme, self.credentials, self.fragment
+        )
     }
 
     /// Every seed's single-node URL.
@@ -175,6 +191,32 @@ impl Topology {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.iter().map(|(a, n)| (a.clone(), *n)).collect()
+    }
+
+    /// Every master serving now, and every node fetched from earlier that
+    /// serves no more, with the keys fetched from each.
+    pub(crate) fn node_report(&self) -> Vec<SourceNode> {
+        let counts: BTreeMap<String, u64> = self.fetched_keys().into_iter().collect();
+        let masters = self.masters();
+        let mut nodes: Vec<SourceNode> = masters
+            .iter()
+            .map(|address| SourceNode {
+                address: address.clone(),
+                role: "master",
+                fetched_keys: Some(counts.get(address).copied().unwrap_or(0)),
+            })
+            .collect();
+        nodes.extend(
+            counts
+                .iter()
+                .filter(|(address, _)| !masters.contains(address))
+                .map(|(address, n_keys)| SourceNode {
+                    address: address.clone(),
+                    role: "gone",
+                    fetched_keys: Some(*n_keys),
+                }),
+        );
+        nodes
     }
 
     fn count_fetched(&self, address: &str, n_keys: usize) {
@@ -557,6 +599,10 @@ mod tests {
         assert_eq!(url.node_url("d:7002"), "redis://:secret@d:7002/");
         let tls = ClusterUrl::parse("rediss+cluster://x:1").unwrap().unwrap();
         assert_eq!(tls.node_url("x:1"), "rediss://x:1/");
+        let insecure = ClusterUrl::parse("rediss+cluster://x:1/#insecure")
+            .unwrap()
+            .unwrap();
+        assert_eq!(insecure.node_url("y:2"), "rediss://y:2/#insecure");
         assert!(ClusterUrl::parse("redis+cluster:///").is_err());
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metafuse_source::{SourceNode, SourceTopology};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
@@ -39,6 +40,9 @@ impl Connector {
     /// `redis+cluster://` or `rediss+cluster://host:port[,host:port…]`: a
     /// Redis Cluster reached through any of those seed nodes.
     pub(crate) fn new(url: &str) -> Result<Self, StreamError> {
+        // `rediss://`: rustls needs a process-wide crypto provider; an
+        // error means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let redacted_url = metafuse_source::redact_url(url);
         let invalid = |cause| StreamError::InvalidUrl {
             url: redacted_url.clone(),
@@ -96,6 +100,12 @@ impl Connector {
         Ok(crate::liveness::with_keepalive(&client))
     }
 
+    /// For Sentinel: changes whenever the sentinels announce that our
+    /// master switched (see `sentinel.rs`); `None` otherwise.
+    pub(crate) fn master_switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.sentinel.as_ref().map(|sentinel| sentinel.switches())
+    }
+
     /// The cluster's slot table, if this is a cluster.
     pub(crate) fn topology(&self) -> Option<&Arc<Topology>> {
         self.cluster.as_ref()
@@ -151,6 +161,40 @@ impl Connector {
             None => Ok(StateConnection::Single(
                 self.multiplexed(response_timeout).await?,
             )),
+        }
+    }
+
+    /// How this Redis is deployed and what each node served (see
+    /// [`SourceTopology`]): a cluster's masters with their fetch counts, a
+    /// sentinel's current master, or the one node.
+    pub(crate) fn topology_report(&self) -> SourceTopology {
+        if let Some(topology) = &self.cluster {
+            return SourceTopology {
+                mode: "cluster",
+                nodes: topology.node_report(),
+            };
+        }
+        if let Some(sentinel) = &self.sentinel {
+            return SourceTopology {
+                mode: "sentinel",
+                nodes: sentinel
+                    .last_master()
+                    .into_iter()
+                    .map(|address| SourceNode {
+                        address,
+                        role: "master",
+                        fetched_keys: None,
+                    })
+                    .collect(),
+            };
+        }
+        SourceTopology {
+            mode: "single",
+            nodes: vec![SourceNode {
+                address: self.client.get_connection_info().addr().to_string(),
+                role: "master",
+                fetched_keys: None,
+            }],
         }
     }
 

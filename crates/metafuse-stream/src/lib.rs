@@ -91,7 +91,7 @@ pub use error::StreamError;
 pub use metafuse_rules::{RelevantProperties, Rules, RulesDocument};
 pub use metafuse_source::{
     BootstrapMethod, BootstrapReport, FetchedValues, MAX_VALUE_BYTES, MetadataSource, Phase,
-    Progress, SourceError, TailBatch, TailEvent, TailStatus, Timings,
+    Progress, SourceError, SourceNode, SourceTopology, TailBatch, TailEvent, TailStatus, Timings,
 };
 pub use metafuse_state::{
     Delta, EVENTS_STREAM, EventCounts, FetchPlan, FetchedValue, FileRef, KeyError, Projection,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use metafuse_rules::RelevantProperties;
 use metafuse_source::{
     BootstrapReport, BoxFuture, EventIdOrder, FetchedValues, MetadataSource, ProgressFn,
-    SourceError, SourceKind, TailEvent, TailStatus,
+    SourceError, SourceKind, TailEvent, TailStatus, TopologyReader,
 };
 use metafuse_state::{FetchPlan, Projection};
 
@@ -166,6 +166,10 @@ impl MetadataSource for RedisSource {
 
     fn event_id_order(&self) -> EventIdOrder {
         stream_id_order
+    }
+
+    fn topology(&self) -> Option<TopologyReader> {
+        Some(self.source.topology_reader())
     }
 }
 

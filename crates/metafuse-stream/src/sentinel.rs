@@ -2,19 +2,30 @@
 //!
 //! Every connection is opened to the master the sentinels name at that
 //! moment (`SENTINEL get-master-addr-by-name`), so a switch is handled like
-//! a lost connection: the tail reconnects (a blocked read on a demoted
-//! master is told `UNBLOCKED`; a check on reconnecting sees `ROLE`), resumes
-//! from its last id, and resynchronises if the new master's stream does not
-//! reach it (replication lag can lose entries).
+//! a lost connection: the tail reconnects, resumes from its last id, and
+//! resynchronises if the new master's stream does not reach it (replication
+//! lag can lose entries).
+//!
+//! A switch is learnt from the sentinels themselves: once a master was
+//! resolved, a task subscribes to `+switch-master` on the first sentinel
+//! that answers (the next one when it goes away) and tells the tail at once
+//! ([`SentinelUrl::switches`]), rather than waiting for the old master to
+//! drop our connections (sentinels kill clients of the instances they
+//! reconfigure, but a partitioned old master never hears of it).
 //!
 //! The URL's credentials are the master's; sentinels are asked without them.
 
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use redis::Value;
+use tokio::sync::watch;
 
 use crate::error::StreamError;
 
 /// A `redis+sentinel://` or `rediss+sentinel://` URL taken apart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct SentinelUrl {
     /// `redis` or `rediss`: how the master is reached.
     scheme: &'static str,
@@ -23,6 +34,48 @@ pub(crate) struct SentinelUrl {
     /// The sentinels, `host:port` (26379 when no port is given).
     sentinels: Vec<String>,
     master_name: String,
+    /// `#insecure` (TLS to the master without certificate verification) or empty.
+    fragment: &'static str,
+    /// The master (`host:port`) the sentinels named last, for health.
+    last_master: Arc<Mutex<Option<String>>>,
+    /// Bumped on every `+switch-master` of our master a sentinel announces.
+    switches: Arc<watch::Sender<u64>>,
+    /// Whether a sentinel's `+switch-master` feed is subscribed now.
+    subscribed: Arc<watch::Sender<bool>>,
+    /// The task following `+switch-master`, once started; stopped on drop.
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Pause before subscribing again after every sentinel failed.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
+
+impl Drop for SentinelUrl {
+    fn drop(&mut self) {
+        if let Some(watcher) = self
+            .watcher
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            watcher.abort();
+        }
+    }
+}
+
+impl PartialEq for SentinelUrl {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.scheme,
+            &self.credentials,
+            &self.sentinels,
+            &self.master_name,
+        ) == (
+            other.scheme,
+            &other.credentials,
+            &other.sentinels,
+            &other.master_name,
+        )
+    }
 }
 
 impl SentinelUrl {
@@ -64,6 +117,11 @@ impl SentinelUrl {
             credentials,
             sentinels,
             master_name,
+            fragment: crate::cluster::insecure_fragment(url),
+            last_master: Arc::new(Mutex::new(None)),
+            switches: Arc::new(watch::Sender::new(0)),
+            subscribed: Arc::new(watch::Sender::new(false)),
+            watcher: Mutex::new(None),
         }))
     }
 
@@ -74,7 +132,16 @@ impl SentinelUrl {
         for sentinel in &self.sentinels {
             match self.ask(sentinel).await {
                 Ok(Some(address)) => {
-                    return Ok(format!("{}://{}{address}/", self.scheme, self.credentials));
+                    let url = format!(
+                        "{}://{}{address}/{}",
+                        self.scheme, self.credentials, self.fragment
+                    );
+                    *self
+                        .last_master
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(address);
+                    self.watch_switches();
+                    return Ok(url);
                 }
                 Ok(None) => {}
                 Err(error) => last_error = Some(error),
@@ -84,6 +151,58 @@ impl SentinelUrl {
             operation: "SENTINEL get-master-addr-by-name",
             reply: format!("no sentinel knows a master named {:?}", self.master_name),
         }))
+    }
+
+    /// The master (`host:port`) the sentinels named last, if asked yet.
+    pub(crate) fn last_master(&self) -> Option<String> {
+        self.last_master
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes on every `+switch-master` of our master that a sentinel
+    /// announces (once a master was resolved, see the module docs).
+    pub(crate) fn switches(&self) -> watch::Receiver<u64> {
+        self.switches.subscribe()
+    }
+
+    /// Whether a sentinel's `+switch-master` feed is subscribed now.
+    #[cfg(test)]
+    pub(crate) fn subscribed(&self) -> watch::Receiver<bool> {
+        self.subscribed.subscribe()
+    }
+
+    /// Starts the task following `+switch-master`, unless running.
+    fn watch_switches(&self) {
+        let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if watcher.is_some() {
+            return;
+        }
+        let sentinels = self.sentinels.clone();
+        let master_name = self.master_name.clone();
+        let last_master = self.last_master.clone();
+        let switches = self.switches.clone();
+        let subscribed = self.subscribed.clone();
+        *watcher = Some(tokio::spawn(async move {
+            loop {
+                for sentinel in &sentinels {
+                    let followed = follow_switches(
+                        sentinel,
+                        &master_name,
+                        &last_master,
+                        &switches,
+                        &subscribed,
+                    )
+                    .await;
+                    subscribed.send_replace(false);
+                    if let Err(error) = followed {
+                        tracing::debug!(%error, sentinel, "lost the sentinel's +switch-master feed");
+                    }
+                }
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+            }
+        }));
     }
 
     async fn ask(&self, sentinel: &str) -> Result<Option<String>, StreamError> {
@@ -120,6 +239,66 @@ impl SentinelUrl {
     }
 }
 
+/// Subscribes to `+switch-master` on `sentinel` and, for every switch of
+/// `master_name`, records the new master and bumps `switches`. Returns when
+/// the subscription ends (the sentinel went away).
+async fn follow_switches(
+    sentinel: &str,
+    master_name: &str,
+    last_master: &Mutex<Option<String>>,
+    switches: &watch::Sender<u64>,
+    subscribed: &watch::Sender<bool>,
+) -> Result<(), StreamError> {
+    let url = format!("redis://{sentinel}/");
+    let connect_error = |cause| StreamError::Connect {
+        url: url.clone(),
+        cause,
+    };
+    let client =
+        crate::liveness::with_keepalive(&redis::Client::open(url.as_str()).map_err(connect_error)?);
+    let mut pubsub =
+        tokio::time::timeout(crate::liveness::CONNECT_TIMEOUT, client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                connect_error(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no answer from the sentinel",
+                )))
+            })?
+            .map_err(connect_error)?;
+    pubsub
+        .subscribe("+switch-master")
+        .await
+        .map_err(StreamError::command("SUBSCRIBE +switch-master"))?;
+    subscribed.send_replace(true);
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let Ok(payload) = message.get_payload::<String>() else {
+            continue;
+        };
+        if let Some(address) = switched_master(&payload, master_name) {
+            tracing::info!(
+                master = master_name,
+                new_master = address,
+                "the sentinels switched master"
+            );
+            *last_master.lock().unwrap_or_else(PoisonError::into_inner) = Some(address);
+            switches.send_modify(|n_switches| *n_switches += 1);
+        }
+    }
+    Ok(())
+}
+
+/// The new master (`host:port`) of a `+switch-master` message
+/// (`<name> <old-ip> <old-port> <new-ip> <new-port>`) about `master_name`.
+fn switched_master(payload: &str, master_name: &str) -> Option<String> {
+    let fields: Vec<&str> = payload.split_whitespace().collect();
+    match fields.as_slice() {
+        [name, _, _, host, port] if *name == master_name => Some(format!("{host}:{port}")),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +314,44 @@ mod tests {
         assert_eq!(url.credentials, ":pw@");
         assert!(SentinelUrl::parse("redis+sentinel://s1:5000").is_err());
         assert!(SentinelUrl::parse("rediss+sentinel:///m").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sentinel_failover_is_announced_with_the_new_master() {
+        let sentinels = metafuse_testkit::RedisSentinels::start(None).unwrap();
+        let url = SentinelUrl::parse(&sentinels.url()).unwrap().unwrap();
+        let old_master = sentinels.master_port().unwrap();
+        assert_eq!(
+            url.master_url().await.unwrap(),
+            format!("redis://127.0.0.1:{old_master}/")
+        );
+        assert_eq!(url.last_master(), Some(format!("127.0.0.1:{old_master}")));
+        let mut switches = url.switches();
+        // The feed is subscribed by a task: await it, or the switch could
+        // be announced before anyone listens.
+        url.subscribed()
+            .wait_for(|subscribed| *subscribed)
+            .await
+            .unwrap();
+        let new_master = tokio::task::spawn_blocking(move || {
+            sentinels.fail_over().map(|port| (sentinels, port))
+        });
+        switches.changed().await.unwrap();
+        let (_sentinels, new_master) = new_master.await.unwrap().unwrap();
+        assert_ne!(new_master, old_master);
+        assert_eq!(url.last_master(), Some(format!("127.0.0.1:{new_master}")));
+    }
+
+    #[test]
+    fn switch_messages_name_the_new_master_of_ours_only() {
+        assert_eq!(
+            switched_master("mymaster 127.0.0.1 6379 10.0.0.2 6380", "mymaster").as_deref(),
+            Some("10.0.0.2:6380")
+        );
+        assert_eq!(
+            switched_master("other 127.0.0.1 6379 10.0.0.2 6380", "mymaster"),
+            None
+        );
+        assert_eq!(switched_master("mymaster 1 2", "mymaster"), None);
     }
 }

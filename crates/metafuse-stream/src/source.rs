@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashSet;
 use metafuse_rules::RelevantProperties;
-use metafuse_source::{BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, Timings};
+use metafuse_source::{
+    BootstrapMethod, BootstrapReport, FetchedValues, Phase, Progress, SourceTopology, Timings,
+    TopologyReader,
+};
 use metafuse_state::{
     EVENTS_STREAM, EventCounts, FILE_KEY_PREFIX, FetchPlan, Projection, escape_glob, index_key,
 };
@@ -29,6 +32,10 @@ use crate::tail::Tail;
 /// 4k against 2.3 s with 1k, 10k or 25k).
 const ENTRIES_PER_PAGE: usize = 4_000;
 /// Files per snapshot batch (× relevant names = keys per `MGET` pipeline).
+/// Also in a cluster, where an `MGET` holds the keys of one slot only, so a
+/// batch's keys spread over 16384 slots make one-key `MGET`s: batches of
+/// 8k or 32k files (7 or 29 keys per `MGET`) measured no faster there
+/// (docs/BENCHMARKS.md, Cluster).
 const FILES_PER_SNAPSHOT_BATCH: usize = 1_000;
 /// How a cursor walk goes: keys per `SCAN`/`SSCAN` step, and the pause
 /// after each step (a background walk leaves Redis time for everyone else).
@@ -117,6 +124,8 @@ pub struct Source {
     connection: StateConnection,
     prefix: String,
     scan_nested: bool,
+    /// Files per snapshot batch; `None`: `FILES_PER_SNAPSHOT_BATCH`.
+    files_per_snapshot_batch: Option<usize>,
 }
 
 impl std::fmt::Debug for Source {
@@ -141,6 +150,7 @@ impl Source {
             connection,
             prefix: prefix.to_owned(),
             scan_nested: false,
+            files_per_snapshot_batch: None,
         })
     }
 
@@ -174,6 +184,16 @@ impl Source {
         self.scan_nested = scan_nested;
     }
 
+    /// Files fetched per snapshot batch (default 1000), for benchmarks.
+    pub fn set_files_per_snapshot_batch(&mut self, n_files: usize) {
+        self.files_per_snapshot_batch = Some(n_files.max(1));
+    }
+
+    fn files_per_snapshot_batch(&self) -> usize {
+        self.files_per_snapshot_batch
+            .unwrap_or(FILES_PER_SNAPSHOT_BATCH)
+    }
+
     /// The state connection, checked alive (reconnected if Redis restarted).
     pub(crate) async fn connection(&mut self) -> Result<StateConnection, StreamError> {
         self.ensure_connected().await?;
@@ -199,6 +219,18 @@ impl Source {
             .topology()
             .map(|topology| topology.fetched_keys())
             .unwrap_or_default()
+    }
+
+    /// How this Redis is deployed (`single`, `cluster`, `sentinel`) and
+    /// what each node served so far.
+    pub fn topology(&self) -> SourceTopology {
+        self.connector.topology_report()
+    }
+
+    /// A reader of [`Source::topology`] that any thread may call.
+    pub(crate) fn topology_reader(&self) -> TopologyReader {
+        let connector = self.connector.clone();
+        std::sync::Arc::new(move || connector.topology_report())
     }
 
     /// The key prefix of `file:` keys.
@@ -401,9 +433,10 @@ impl Source {
         let (batch_sender, batch_receiver) = mpsc::channel(4);
         let prefix = self.prefix.clone();
         let exact_names = names.clone();
+        let files_per_batch = self.files_per_snapshot_batch();
         let producer = tokio::spawn(async move {
             let mut buffer = String::new();
-            for files in hash_ids.chunks(FILES_PER_SNAPSHOT_BATCH) {
+            for files in hash_ids.chunks(files_per_batch) {
                 let mut keys = Vec::with_capacity(files.len() * exact_names.len());
                 for hash_id in files {
                     for name in &exact_names {
@@ -435,7 +468,7 @@ impl Source {
             self.connector.bulk(RESPONSE_TIMEOUT).await?,
         ];
         let mut totals = fetch_and_apply(connections, batch_receiver, projection, |_, _| {
-            done_files = (done_files + FILES_PER_SNAPSHOT_BATCH as u64).min(total);
+            done_files = (done_files + files_per_batch as u64).min(total);
             progress(Progress {
                 phase: Phase::Snapshot,
                 done: done_files,

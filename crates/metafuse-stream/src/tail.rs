@@ -53,6 +53,9 @@ pub struct Tail {
     entries_added_at_position: Option<u64>,
     /// The server last verified to hold our position.
     identity: Option<ServerIdentity>,
+    /// Sentinel: changes when the sentinels switch master, so a blocked
+    /// read on the old one is abandoned at once.
+    master_switches: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -81,6 +84,7 @@ impl Tail {
             status: TailStatus::default(),
             entries_added_at_position: None,
             identity: None,
+            master_switches: None,
         }
     }
 
@@ -205,6 +209,9 @@ impl Tail {
         self.connection_verified = false;
         self.read_connection = Some(read);
         self.fetch_connection = Some(fetch);
+        // Subscribed after connecting: a switch announced from now on
+        // concerns the master we are connected to.
+        self.master_switches = self.connector.master_switches();
         Ok(())
     }
 
@@ -286,26 +293,37 @@ impl Tail {
         ) else {
             return Ok(None);
         };
-        let reply: Value = redis::cmd("XREAD")
+        let mut xread = redis::cmd("XREAD");
+        xread
             .arg("COUNT")
             .arg(ENTRIES_PER_READ)
             .arg("BLOCK")
             .arg(self.block.as_millis() as u64)
             .arg("STREAMS")
             .arg(EVENTS_STREAM)
-            .arg(&self.last_event_id)
-            .query_async(read)
-            .await
-            .map_err(|cause| {
-                if cause.is_timeout() {
-                    timed_out("XREAD meta:events", response_timeout)
-                } else {
-                    StreamError::Command {
-                        operation: "XREAD meta:events",
-                        cause,
-                    }
+            .arg(&self.last_event_id);
+        let read_result = tokio::select! {
+            result = xread.query_async::<Value>(read) => result,
+            () = master_switched(&mut self.master_switches) => {
+                return Err(StreamError::Command {
+                    operation: "XREAD meta:events",
+                    cause: redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the sentinels switched master",
+                    )),
+                });
+            }
+        };
+        let reply: Value = read_result.map_err(|cause| {
+            if cause.is_timeout() {
+                timed_out("XREAD meta:events", response_timeout)
+            } else {
+                StreamError::Command {
+                    operation: "XREAD meta:events",
+                    cause,
                 }
-            })?;
+            }
+        })?;
         let entries_and_last_id = stream_entries(reply)
             .and_then(|entries| last_entry_id(&entries).map(|last_id| (entries, last_id)));
         let Some((entries, last_id)) = entries_and_last_id else {
@@ -378,6 +396,18 @@ impl Tail {
                 .map(|(at_position, added)| added.saturating_sub(at_position))
         };
         self.status.set_lag_entries(lag);
+    }
+}
+
+/// Resolves when the sentinels announce a new master (never without
+/// Sentinel, nor once the announcements stopped).
+async fn master_switched(switches: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let announced = match switches {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => false,
+    };
+    if !announced {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -2,17 +2,22 @@
 //! writer that writes a synthetic library through a cluster client.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use metafuse_state::{EVENTS_STREAM, FILE_KEY_PREFIX, escape_glob, file_key, index_key};
 
-use crate::redis_server::{free_port, wait_until_ready};
+use crate::redis_server::{
+    credentials, free_port, loopback_url, poll_until, server_command, wait_until_accepting,
+    wait_until_ready,
+};
 use crate::{Files, Library, RedisServerError};
 
 /// How long the cluster may take to agree after a change (creation,
 /// failover). A bounded poll of its own state, not a sleep.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// How long one server may take to start.
+const START_LIMIT: Duration = Duration::from_secs(10);
 
 /// A private Redis Cluster: `n_masters` masters with `replicas_per_master`
 /// replicas each, on free loopback ports; every server is killed on drop.
@@ -68,57 +73,21 @@ impl RedisCluster {
     }
 
     fn spawn(&mut self, port: u16) -> Result<(), RedisServerError> {
-        let mut command = Command::new("redis-server");
+        let mut command = server_command(port, self.dir.path(), self.password.as_deref());
         command
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(self.dir.path())
             .arg("--cluster-enabled")
             .arg("yes")
             .arg("--cluster-config-file")
             .arg(format!("nodes-{port}.conf"))
             .arg("--cluster-node-timeout")
-            .arg("1000")
-            .arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--protected-mode")
-            .arg("no")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(password) = &self.password {
-            command
-                .arg("--requirepass")
-                .arg(password)
-                .arg("--masterauth")
-                .arg(password);
-        }
+            .arg("1000");
         let child = command.spawn().map_err(RedisServerError::Spawn)?;
         self.nodes.insert(port, child);
-        // A password makes PING answer NOAUTH; the port accepting is enough then.
         if self.password.is_none() {
-            wait_until_ready(port, Duration::from_secs(10))?;
+            wait_until_ready(port, START_LIMIT)
         } else {
-            let started = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if started.elapsed() > Duration::from_secs(10) {
-                    return Err(RedisServerError::NotReady { port, seconds: 10 });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wait_until_accepting(port, START_LIMIT)
         }
-        Ok(())
-    }
-
-    fn credentials(&self) -> String {
-        self.password
-            .as_ref()
-            .map_or_else(String::new, |password| format!(":{password}@"))
     }
 
     /// `redis+cluster://[:password@]127.0.0.1:p1,127.0.0.1:p2,…/` naming
@@ -129,12 +98,16 @@ impl RedisCluster {
             .keys()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}{}/", self.credentials(), nodes.join(","))
+        format!(
+            "redis+cluster://{}{}/",
+            credentials(self.password.as_deref()),
+            nodes.join(",")
+        )
     }
 
     /// The single-node URL of the node on `port`.
     pub fn node_url(&self, port: u16) -> String {
-        format!("redis://{}127.0.0.1:{port}/", self.credentials())
+        loopback_url(self.password.as_deref(), port)
     }
 
     /// A synchronous connection to one node.
@@ -153,29 +126,20 @@ impl RedisCluster {
         let mut ports: Vec<u16> = self
             .slot_table()?
             .into_iter()
-            .map(|(_, _, p, _)| p)
+            .map(|(_, _, port)| port)
             .collect();
         ports.sort_unstable();
         ports.dedup();
         Ok(ports)
     }
 
-    /// `(first, last, master port, replica ports)` per slot range.
+    /// `(first, last, master port)` per slot range, as the
+    /// first live node that knows any slot says.
     fn slot_table(&self) -> redis::RedisResult<Vec<SlotRange>> {
         let mut last_error = None;
         for port in self.nodes.keys() {
-            let reply = self.node_connection(*port).and_then(|mut connection| {
-                redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query::<Vec<Vec<redis::Value>>>(&mut connection)
-            });
-            match reply {
-                Ok(ranges) if !ranges.is_empty() => {
-                    return Ok(ranges
-                        .iter()
-                        .filter_map(|range| parse_range(range))
-                        .collect());
-                }
+            match self.slot_table_of(*port) {
+                Ok(ranges) if !ranges.is_empty() => return Ok(ranges),
                 Ok(_) => {}
                 Err(error) => last_error = Some(error),
             }
@@ -183,6 +147,19 @@ impl RedisCluster {
         Err(last_error.unwrap_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Client, "no node knows any slot"))
         }))
+    }
+
+    /// `CLUSTER SLOTS` of the node on `port`, masters only, sorted.
+    fn slot_table_of(&self, port: u16) -> redis::RedisResult<Vec<SlotRange>> {
+        let ranges = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<Vec<redis::Value>>>(&mut self.node_connection(port)?)?;
+        let mut table: Vec<SlotRange> = ranges
+            .iter()
+            .filter_map(|range| parse_range(range))
+            .collect();
+        table.sort_unstable();
+        Ok(table)
     }
 
     /// `CLUSTER KEYSLOT key`, asked of a live node.
@@ -199,8 +176,8 @@ impl RedisCluster {
         let slot = self.key_slot(key)?;
         self.slot_table()?
             .into_iter()
-            .find(|(first, last, _, _)| (*first..=*last).contains(&slot))
-            .map(|(_, _, port, _)| port)
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, port)| port)
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "slot unserved")))
     }
 
@@ -228,16 +205,12 @@ impl RedisCluster {
         let _: () = redis::cmd("CLUSTER")
             .arg("FAILOVER")
             .query(&mut self.node_connection(replica)?)?;
-        let started = Instant::now();
-        while self.master_of(key).ok() != Some(replica) {
-            if started.elapsed() > SETTLE_LIMIT {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "the replica did not take over",
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(SETTLE_LIMIT, replica, || {
+            self.master_of(key).ok() == Some(replica)
+        })
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Client, "the replica did not take over"))
+        })?;
         self.kill(old_master);
         self.wait_until_settled()
             .map_err(|error| redis::RedisError::from(std::io::Error::other(error.to_string())))?;
@@ -252,11 +225,13 @@ impl RedisCluster {
         }
     }
 
-    /// Polls `CLUSTER INFO` of every live node until each says
-    /// `cluster_state:ok` and they agree on the masters.
+    /// Polls every live node until each says `cluster_state:ok` and all
+    /// name the same master for every slot (a failover reaches the nodes
+    /// one by one; until they agree, a node may redirect what another
+    /// routes to it).
     fn wait_until_settled(&self) -> Result<(), RedisServerError> {
-        let started = Instant::now();
-        loop {
+        let first_port = self.nodes.keys().next().copied().unwrap_or(0);
+        poll_until(SETTLE_LIMIT, first_port, || {
             let all_ok = self.nodes.keys().all(|port| {
                 self.node_connection(*port)
                     .and_then(|mut connection| {
@@ -266,17 +241,12 @@ impl RedisCluster {
                     })
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
-            if all_ok && self.master_ports().is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > SETTLE_LIMIT {
-                return Err(RedisServerError::NotReady {
-                    port: self.nodes.keys().next().copied().unwrap_or(0),
-                    seconds: SETTLE_LIMIT.as_secs(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            let mut tables = self.nodes.keys().map(|port| self.slot_table_of(*port).ok());
+            let first = tables.next().flatten();
+            all_ok
+                && first.as_ref().is_some_and(|table| !table.is_empty())
+                && tables.all(|table| table == first)
+        })
     }
 
     /// What the cluster holds under `prefix`, read independently of the
@@ -321,8 +291,8 @@ impl RedisCluster {
     }
 }
 
-/// First slot, last slot, master port, replica ports.
-type SlotRange = (u16, u16, u16, Vec<u16>);
+/// First slot, last slot, master port.
+type SlotRange = (u16, u16, u16);
 
 /// One `CLUSTER SLOTS` range: `[first, last, [host, port, …], replicas…]`.
 fn parse_range(range: &[redis::Value]) -> Option<SlotRange> {
@@ -330,15 +300,13 @@ fn parse_range(range: &[redis::Value]) -> Option<SlotRange> {
         redis::Value::Int(number) => u16::try_from(*number).ok(),
         _ => None,
     };
-    let port = |value: &redis::Value| match value {
-        redis::Value::Array(node) => node.get(1).and_then(number),
-        _ => None,
-    };
     let first = number(range.first()?)?;
     let last = number(range.get(1)?)?;
-    let master = port(range.get(2)?)?;
-    let replicas = range.iter().skip(3).filter_map(port).collect();
-    Some((first, last, master, replicas))
+    let master = match range.get(2)? {
+        redis::Value::Array(node) => node.get(1).and_then(number)?,
+        _ => return None,
+    };
+    Some((first, last, master))
 }
 
 impl Drop for RedisCluster {
@@ -353,14 +321,16 @@ impl Drop for RedisCluster {
 /// Writes `library.writes[range]` through a cluster connection the way the
 /// writers do: values and index first, then the stream entries, so an entry
 /// is never visible before the value it announces (keys and the stream live
-/// on different nodes).
+/// on different nodes). Returns the id of the last stream entry written, to
+/// await it.
 pub fn write_library_to_cluster(
     connection: &mut redis::cluster::ClusterConnection,
     library: &Library,
     prefix: &str,
     range: std::ops::Range<usize>,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<Option<String>> {
     let index = index_key(prefix);
+    let mut last_id = None;
     for chunk in library.writes[range].chunks(2000) {
         let mut values = redis::cluster::cluster_pipe();
         let mut events = redis::cluster::cluster_pipe();
@@ -390,13 +360,13 @@ pub fn write_library_to_cluster(
                 .arg("key")
                 .arg(&key)
                 .arg("ts")
-                .arg(1_700_000_000_000u64)
-                .ignore();
+                .arg(1_700_000_000_000u64);
         }
         values.query::<()>(connection)?;
-        events.query::<()>(connection)?;
+        let ids: Vec<String> = events.query(connection)?;
+        last_id = ids.into_iter().last().or(last_id);
     }
-    Ok(())
+    Ok(last_id)
 }
 
 #[cfg(test)]

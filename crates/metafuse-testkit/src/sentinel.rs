@@ -2,16 +2,20 @@
 //! three sentinels watching them as `mymaster`.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::RedisServerError;
-use crate::redis_server::free_port;
+use crate::redis_server::{
+    credentials, free_port, loopback_url, poll_until, server_command, wait_until_accepting,
+};
 
 /// The name the sentinels know the master by.
 pub const SENTINEL_MASTER_NAME: &str = "mymaster";
 /// How long the sentinels may take to agree after a change. A bounded poll
 /// of their state, not a sleep.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// How long one server may take to start.
+const START_LIMIT: Duration = Duration::from_secs(10);
 
 /// One master, one replica, three sentinels; all killed on drop.
 #[derive(Debug)]
@@ -56,34 +60,13 @@ impl RedisSentinels {
     }
 
     fn spawn_data(&mut self, port: u16, replica_of: Option<u16>) -> Result<(), RedisServerError> {
-        let mut command = Command::new("redis-server");
-        command
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--dbfilename")
-            .arg(format!("dump-{port}.rdb"))
-            .arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--protected-mode")
-            .arg("no");
+        let mut command = server_command(port, self.dir.path(), self.password.as_deref());
+        command.arg("--dbfilename").arg(format!("dump-{port}.rdb"));
         if let Some(master) = replica_of {
             command
                 .arg("--replicaof")
                 .arg("127.0.0.1")
                 .arg(master.to_string());
-        }
-        if let Some(password) = &self.password {
-            command
-                .arg("--requirepass")
-                .arg(password)
-                .arg("--masterauth")
-                .arg(password);
         }
         self.spawn(command, port)?;
         self.data_ports.push(port);
@@ -120,14 +103,7 @@ impl RedisSentinels {
             .spawn()
             .map_err(RedisServerError::Spawn)?;
         self.children.push(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err(RedisServerError::NotReady { port, seconds: 10 });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        wait_until_accepting(port, START_LIMIT)
     }
 
     /// `(known replicas, other sentinels)` as the sentinel on `port` sees them.
@@ -148,27 +124,12 @@ impl RedisSentinels {
     }
 
     fn wait(&self, done: impl Fn(&Self) -> bool) -> Result<(), RedisServerError> {
-        let started = Instant::now();
-        while !done(self) {
-            if started.elapsed() > SETTLE_LIMIT {
-                return Err(RedisServerError::NotReady {
-                    port: self.sentinel_ports.first().copied().unwrap_or(0),
-                    seconds: SETTLE_LIMIT.as_secs(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+        let port = self.sentinel_ports.first().copied().unwrap_or(0);
+        poll_until(SETTLE_LIMIT, port, || done(self))
     }
 
     fn sentinel_connection(&self, port: u16) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()
-    }
-
-    fn credentials(&self) -> String {
-        self.password
-            .as_ref()
-            .map_or_else(String::new, |password| format!(":{password}@"))
+        redis::Client::open(loopback_url(None, port))?.get_connection()
     }
 
     /// `redis+sentinel://[:password@]127.0.0.1:s1,…/mymaster`.
@@ -180,7 +141,7 @@ impl RedisSentinels {
             .collect();
         format!(
             "redis+sentinel://{}{}/{SENTINEL_MASTER_NAME}",
-            self.credentials(),
+            credentials(self.password.as_deref()),
             sentinels.join(",")
         )
     }
@@ -198,8 +159,7 @@ impl RedisSentinels {
     /// A synchronous connection to the current master.
     pub fn master_connection(&self) -> redis::RedisResult<redis::Connection> {
         let port = self.master_port()?;
-        redis::Client::open(format!("redis://{}127.0.0.1:{port}/", self.credentials()))?
-            .get_connection()
+        redis::Client::open(loopback_url(self.password.as_deref(), port))?.get_connection()
     }
 
     /// `SENTINEL FAILOVER`, then waits until the sentinels name the other

@@ -57,6 +57,7 @@ impl Backend for FixedTree {
                 mode: "redis".into(),
                 connected: true,
                 url: Some("redis://core:6379".into()),
+                topology: None,
             },
         }
     }
@@ -74,6 +75,7 @@ impl Backend for FixedTree {
                 mode: "redis".into(),
                 connected: true,
                 url: Some("redis://core:6379".into()),
+                topology: None,
             },
             state_builder: StateBuilderStats {
                 events_processed: 15,
@@ -277,6 +279,7 @@ impl Backend for FixedTree {
             bootstrap_seconds: Some(0.25),
             strategy: Some("replay".into()),
             source: Some("redis".into()),
+            topology: None,
             notifications: None,
         }
     }

@@ -111,6 +111,21 @@ fn render_table(base_url: &str, stats: &Value, health: &Value, services: Option<
             (None, None) => {}
         }
     }
+    // A Redis source says how it is deployed and what each node served.
+    let topology = &health["source"]["topology"];
+    if let Some(mode) = text(&topology["mode"]) {
+        rows.push(("redis mode", mode));
+        for node in topology["nodes"].as_array().into_iter().flatten() {
+            let mut line = text(&node["address"]).unwrap_or_else(unknown);
+            if let Some(role) = text(&node["role"]).filter(|role| role != "master") {
+                line.push_str(&format!(" [{role}]"));
+            }
+            if let Some(n_keys) = number(&node["fetchedKeys"]) {
+                line.push_str(&format!(" ({n_keys} keys fetched)"));
+            }
+            rows.push(("redis node", line));
+        }
+    }
     rows.push(("files", number(&stats["fileCount"]).unwrap_or_else(unknown)));
     rows.push((
         "directories",
@@ -250,5 +265,24 @@ mod tests {
         assert!(table.contains("directories         unknown"), "{table}");
         assert!(table.contains("last refresh        unknown"), "{table}");
         assert!(!table.contains("leader"), "{table}");
+        assert!(!table.contains("redis mode"), "{table}");
+    }
+
+    #[test]
+    fn table_lists_the_nodes_of_a_cluster() {
+        let health = json!({ "source": { "topology": { "mode": "cluster", "nodes": [
+            { "address": "10.0.0.1:7000", "role": "master", "fetchedKeys": 12 },
+            { "address": "10.0.0.2:7001", "role": "gone", "fetchedKeys": 3 },
+        ] } } });
+        let table = render_table("http://x", &json!({}), &health, None);
+        assert!(table.contains("redis mode          cluster\n"), "{table}");
+        assert!(
+            table.contains("redis node          10.0.0.1:7000 (12 keys fetched)\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("redis node          10.0.0.2:7001 [gone] (3 keys fetched)\n"),
+            "{table}"
+        );
     }
 }

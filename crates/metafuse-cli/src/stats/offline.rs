@@ -5,7 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
-use metafuse_stream::{Phase, Projection, Rules, RulesDocument, Source, StreamError};
+use metafuse_stream::{
+    Phase, Projection, Rules, RulesDocument, Source, SourceTopology, StreamError,
+};
 use metafuse_vfs::Library;
 use serde_json::json;
 
@@ -116,6 +118,8 @@ pub(crate) async fn run(settings: &StatsSettings, output: Output) -> Result<(), 
             "strategy": report.strategy_used.name(),
             "strategyReason": report.reason,
             "relevantProperties": projection.relevant().names().collect::<Vec<_>>(),
+            // The same shape as `source.topology` of `GET /api/fuse/stats`.
+            "topology": topology_json(&source.topology()),
         });
         writeln!(stdout, "{summary}")
     } else {
@@ -123,7 +127,8 @@ pub(crate) async fn run(settings: &StatsSettings, output: Output) -> Result<(), 
             stdout,
             "{} files ({} visible) ready in {} ms by {} ({})\n\
              {} events processed, {} properties fetched, {} skipped, {} malformed\n\
-             last event id {}, state {} bytes ({} bytes per file)",
+             last event id {}, state {} bytes ({} bytes per file)\n\
+             redis {}",
             stats.file_count,
             stats.files_complete,
             report.elapsed.as_millis(),
@@ -136,6 +141,7 @@ pub(crate) async fn run(settings: &StatsSettings, output: Output) -> Result<(), 
             stats.last_event_id.as_deref().unwrap_or("none"),
             stats.state_size,
             bytes_per_file,
+            topology_line(&source.topology()),
         )
     };
     match written {
@@ -145,6 +151,41 @@ pub(crate) async fn run(settings: &StatsSettings, output: Output) -> Result<(), 
             .context("cannot write to stdout")
             .map_err(CliError::of(ExitKind::Failed)),
     }
+}
+
+/// `{"mode": "cluster", "nodes": [{"address", "role", "fetchedKeys"}]}`.
+fn topology_json(topology: &SourceTopology) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = topology
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut entry = json!({ "address": node.address, "role": node.role });
+            if let (Some(n_keys), Some(fields)) = (node.fetched_keys, entry.as_object_mut()) {
+                fields.insert("fetchedKeys".to_owned(), json!(n_keys));
+            }
+            entry
+        })
+        .collect();
+    json!({ "mode": topology.mode, "nodes": nodes })
+}
+
+/// `cluster: 10.0.0.1:7000 (412003 keys fetched), …` for the summary.
+fn topology_line(topology: &SourceTopology) -> String {
+    let nodes: Vec<String> = topology
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut text = node.address.clone();
+            if node.role != "master" {
+                text.push_str(&format!(" [{}]", node.role));
+            }
+            if let Some(n_keys) = node.fetched_keys {
+                text.push_str(&format!(" ({n_keys} keys fetched)"));
+            }
+            text
+        })
+        .collect();
+    format!("{}: {}", topology.mode, nodes.join(", "))
 }
 
 /// One JSON line per visible file, sorted by hashId, so dumps diff well.
