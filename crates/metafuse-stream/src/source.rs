@@ -583,7 +583,7 @@ impl std::ops::AddAssign for Totals {
 
 /// The names a snapshot fetches for every file: the relevant names and
 /// their parents (tracking `titles/eng` makes `titles` relevant too).
-fn snapshot_names(relevant: &RelevantProperties) -> Vec<String> {
+pub(crate) fn snapshot_names(relevant: &RelevantProperties) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for name in relevant.names() {
         let parents = name
