@@ -596,7 +596,7 @@ fn print_report(report: &ScaleReport) {
         report.n_files, report.n_seeded, report.n_directories, report.redis_url
     );
     println!();
-    println!("{:<48} {:>14}  {}", "figure", "value", "anchor / ratio");
+    println!("{:<48} {:>14}  anchor / ratio", "figure", "value");
     let mget = &report.anchor_mget;
     let start_line = format!("{:.2} s", seconds(report.start));
     println!(

@@ -65,8 +65,10 @@ pub async fn raw_snapshot_mget(
     relevant: &RelevantProperties,
 ) -> Result<AnchorFigures, StreamError> {
     let client = redis::Client::open(url).map_err(StreamError::command("connect"))?;
+    // No response timeout: listing a big index takes a while.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let mut admin = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(StreamError::command("connect"))?;
     let hash_ids: Vec<String> = redis::cmd("SMEMBERS")
