@@ -33,6 +33,11 @@ const LEADER_RETRY_DELAY: Duration = Duration::from_secs(5);
 const SOURCE_RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const SOURCE_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Values newly needed by a rules change applied per write lock: small
+/// enough that readers never wait long (a few ms), large enough that the
+/// lock is not taken a million times.
+const RULES_FETCH_SLICE: usize = 4_096;
+
 /// A running service: a live tree fed from a metadata source.
 pub struct Service {
     pub(crate) inner: Arc<Inner>,
@@ -740,8 +745,18 @@ impl StateTask {
         self.relevant = union;
         if !plan.is_empty() {
             let fetched = self.fetch_plan(&plan).await?;
-            let changes = self.inner.library.apply_batch_reporting(fetched.iter());
-            self.inner.publish(ChangeCause::Rules, changes).await;
+            // In slices, each under the write lock briefly: a reader waits
+            // for one slice at most, never for the whole library.
+            let values: Vec<_> = fetched.iter().collect();
+            for slice in values.chunks(RULES_FETCH_SLICE) {
+                let changes = self
+                    .inner
+                    .library
+                    .apply_batch_reporting(slice.iter().copied());
+                if !changes.is_empty() {
+                    self.inner.publish(ChangeCause::Rules, changes).await;
+                }
+            }
         }
         let changes = self.inner.library.replace_rules_reporting(Arc::new(rules));
         self.inner

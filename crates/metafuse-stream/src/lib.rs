@@ -73,6 +73,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anchors;
 mod cluster;
 mod connect;
 mod entries;
@@ -87,6 +88,7 @@ mod sentinel;
 mod source;
 mod tail;
 
+pub use anchors::{AnchorFigures, raw_snapshot_mget, raw_xrange};
 pub use error::StreamError;
 pub use metafuse_rules::{RelevantProperties, Rules, RulesDocument};
 pub use metafuse_source::{

@@ -47,6 +47,13 @@ impl RedisSource {
         self.tail.set_block(block);
     }
 
+    /// Whether the tail decodes its reads from raw RESP (the default) or
+    /// with the redis crate's parser, as TLS connections always do; for
+    /// benchmarks comparing the two.
+    pub fn set_raw_tail_reads(&mut self, raw: bool) {
+        self.tail.set_raw_reads(raw);
+    }
+
     /// See [`Source::fetched_keys_per_node`] (per cluster master, for
     /// `/metrics`).
     pub fn fetched_keys_per_node(&self) -> Vec<(String, u64)> {

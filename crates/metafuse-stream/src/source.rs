@@ -528,6 +528,13 @@ impl Source {
         let n_properties = plan.properties.len();
         let n_pairs = plan.hash_ids.len() * n_properties;
         let mut buffer = String::new();
+        // A bulk connection: values decoded straight from the socket buffer
+        // (a rules change at 100k files fetches hundreds of thousands).
+        let mut bulk = if n_pairs > 0 {
+            Some(self.connector.bulk(RESPONSE_TIMEOUT).await?)
+        } else {
+            None
+        };
         for start in (0..n_pairs).step_by(chunk_size) {
             let mut chunk = Vec::with_capacity(chunk_size.min(n_pairs - start));
             for index in start..n_pairs.min(start + chunk_size) {
@@ -537,7 +544,10 @@ impl Source {
                     chunk.push(key);
                 }
             }
-            fetched.extend(fetch_values(&mut self.connection, chunk).await?);
+            match &mut bulk {
+                Some(bulk) => fetched.extend(fetch_values(&mut *bulk, chunk).await?),
+                None => fetched.extend(fetch_values(&mut self.connection, chunk).await?),
+            }
         }
         for name in &plan.nested_prefixes {
             let pattern = format!(
