@@ -292,24 +292,18 @@ impl InodeKey {
     }
 }
 
-/// The entry `name` of a directory's map, created (empty, with the key
-/// `make_key` gives) when absent; the key is returned to be shared. Looks
-/// up by `&str` first, so an existing entry costs no allocation.
-fn entry_of<'m>(
-    names: &'m mut BTreeMap<Name, Slot>,
-    name: &str,
-    make_key: impl FnOnce() -> Name,
-) -> (&'m Name, &'m mut Slot) {
-    if !names.contains_key(name) {
-        names.insert(make_key(), Slot::default());
+/// The entry `name` of a directory's map, created empty when absent, in
+/// one search; returns the map's own key (a clone, to be shared).
+fn entry_of(names: &mut BTreeMap<Name, Slot>, name: Name) -> (Name, &mut Slot) {
+    match names.entry(name) {
+        std::collections::btree_map::Entry::Occupied(occupied) => {
+            (occupied.key().clone(), occupied.into_mut())
+        }
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            let key = vacant.key().clone();
+            (key, vacant.insert(Slot::default()))
+        }
     }
-    names
-        .range_mut::<str, _>((
-            std::ops::Bound::Included(name),
-            std::ops::Bound::Included(name),
-        ))
-        .next()
-        .expect("the entry was just ensured")
 }
 
 /// Where invalidations go: a caller's Vec, or nowhere during a fresh build.
@@ -649,8 +643,7 @@ impl Tree {
         self.n_directories += 1;
         let directory = self.directory_mut(parent);
         directory.n_subdirectories += 1;
-        let (key, slot) = entry_of(&mut directory.names, name, || Name::from(name));
-        let key = key.clone();
+        let (key, slot) = entry_of(&mut directory.names, Name::from(name));
         let displaced_file = slot.file_holder();
         slot.directory = Some(ino);
         self.nodes.insert(
@@ -716,14 +709,15 @@ impl Tree {
             file.level = level;
             let hash_id = file.hash_id.clone();
             let desired_name = file.desired_name.clone();
-            let name = candidate_name(&desired_name, &hash_id, level);
-            let names = &mut self.directory_mut(directory).names;
-            // The rendered name's key is the file's own desired name (shared).
-            let (key, slot) = entry_of(names, &name, || match &name {
+            // The rendered name's key is the file's own desired name (shared,
+            // no allocation); a suffixed one is made once.
+            let candidate = match candidate_name(&desired_name, &hash_id, level) {
                 Cow::Borrowed(_) => desired_name.clone(),
-                Cow::Owned(owned) => Name::from(owned.as_str()),
-            });
-            let key = key.clone();
+                Cow::Owned(owned) => Name::from(owned),
+            };
+            let names = &mut self.directory_mut(directory).names;
+            let (key, slot) = entry_of(names, candidate);
+            let name = key.clone();
             let previous_holder = slot.file_holder();
             let position = slot.insert_attempt(Attempt {
                 level,
@@ -738,7 +732,7 @@ impl Tree {
                 self.nodes
                     .get_mut(&ino)
                     .expect("tree invariant: placed file is in the node table")
-                    .set_file_name(&key);
+                    .set_file_name(&name);
                 sink.entry(directory, &name);
             } else {
                 pending.push((ino, level + 1));
