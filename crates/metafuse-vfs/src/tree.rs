@@ -39,12 +39,12 @@
 //! chose not to.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
+use crate::entries::Entries;
 use crate::names::{candidate_name, split_rendered_path};
 
 /// Inode number of the root directory (FUSE's `FUSE_ROOT_ID`).
@@ -154,7 +154,7 @@ enum Body {
 #[derive(Clone, Debug, Default)]
 struct DirectoryNode {
     /// Sorted by name bytes, which is the listing order.
-    names: BTreeMap<Name, Slot>,
+    names: Entries<Slot>,
     newest_mtime_ms: i64,
     n_subdirectories: usize,
 }
@@ -289,20 +289,6 @@ impl InodeKey {
         };
         let ino = hash(self.text(), probe << 1 | kind) & LARGEST_INODE;
         (ino > ROOT_INODE).then_some(ino)
-    }
-}
-
-/// The entry `name` of a directory's map, created empty when absent, in
-/// one search; returns the map's own key (a clone, to be shared).
-fn entry_of(names: &mut BTreeMap<Name, Slot>, name: Name) -> (Name, &mut Slot) {
-    match names.entry(name) {
-        std::collections::btree_map::Entry::Occupied(occupied) => {
-            (occupied.key().clone(), occupied.into_mut())
-        }
-        std::collections::btree_map::Entry::Vacant(vacant) => {
-            let key = vacant.key().clone();
-            (key, vacant.insert(Slot::default()))
-        }
     }
 }
 
@@ -643,7 +629,7 @@ impl Tree {
         self.n_directories += 1;
         let directory = self.directory_mut(parent);
         directory.n_subdirectories += 1;
-        let (key, slot) = entry_of(&mut directory.names, Name::from(name));
+        let (key, slot) = directory.names.entry(Name::from(name));
         let displaced_file = slot.file_holder();
         slot.directory = Some(ino);
         self.nodes.insert(
@@ -715,8 +701,7 @@ impl Tree {
                 Cow::Borrowed(_) => desired_name.clone(),
                 Cow::Owned(owned) => Name::from(owned),
             };
-            let names = &mut self.directory_mut(directory).names;
-            let (key, slot) = entry_of(names, candidate);
+            let (key, slot) = self.directory_mut(directory).names.entry(candidate);
             let name = key.clone();
             let previous_holder = slot.file_holder();
             let position = slot.insert_attempt(Attempt {
@@ -1127,8 +1112,8 @@ impl<'p> TreeBuilder<'p> {
 
 fn report_entry_differences(
     directory: u64,
-    old: &BTreeMap<Name, Slot>,
-    new: &BTreeMap<Name, Slot>,
+    old: &Entries<Slot>,
+    new: &Entries<Slot>,
     sink: &mut Sink<'_>,
 ) {
     let mut old_entries = old
