@@ -4,12 +4,17 @@
 //! Most directories hold a handful of entries (a movie's folder holds one
 //! file): a `BTreeMap` would give each of them a whole leaf node (room for
 //! 11 entries, ~600 bytes here). Small directories are a sorted `Vec` of
-//! exactly the room they need instead; past [`LARGE_ENTRIES`] entries they
-//! become a `BTreeMap`, so inserting into a big directory stays O(log n).
+//! exactly the room they need instead. Past [`LARGE_ENTRIES`] entries they
+//! become a hash map of the values (a lookup — every path component of
+//! every file placed, every kernel lookup — costs O(1), not a chain of
+//! string comparisons that grows with the directory) beside a `BTreeSet`
+//! of the names for the listing order (touched only when a name comes or
+//! goes).
 
-use std::collections::BTreeMap;
-use std::collections::btree_map;
+use std::collections::{BTreeSet, btree_set};
 use std::sync::Arc;
+
+use hashbrown::HashMap;
 
 /// Entries beyond which a directory switches to a `BTreeMap`.
 const LARGE_ENTRIES: usize = 32;
@@ -21,7 +26,10 @@ type Name = Arc<str>;
 pub(crate) enum Entries<V> {
     /// Sorted by name; binary searched.
     Small(Vec<(Name, V)>),
-    Large(BTreeMap<Name, V>),
+    Large {
+        values: HashMap<Name, V>,
+        order: BTreeSet<Name>,
+    },
 }
 
 impl<V> Default for Entries<V> {
@@ -40,8 +48,12 @@ impl<V: Default> Entries<V> {
                 .binary_search_by(|(key, _)| (**key).cmp(&*name))
                 .is_err()
         {
-            let large: BTreeMap<Name, V> = std::mem::take(entries).into_iter().collect();
-            *self = Entries::Large(large);
+            let entries = std::mem::take(entries);
+            let order = entries.iter().map(|(key, _)| key.clone()).collect();
+            *self = Entries::Large {
+                values: entries.into_iter().collect(),
+                order,
+            };
         }
         match self {
             Entries::Small(entries) => {
@@ -59,15 +71,16 @@ impl<V: Default> Entries<V> {
                 let (key, value) = &mut entries[position];
                 (key.clone(), value)
             }
-            Entries::Large(entries) => match entries.entry(name) {
-                btree_map::Entry::Occupied(occupied) => {
-                    (occupied.key().clone(), occupied.into_mut())
+            Entries::Large { values, order } => {
+                if !values.contains_key(&*name) {
+                    order.insert(name.clone());
+                    values.insert(name.clone(), V::default());
                 }
-                btree_map::Entry::Vacant(vacant) => {
-                    let key = vacant.key().clone();
-                    (key, vacant.insert(V::default()))
-                }
-            },
+                let (key, value) = values
+                    .get_key_value_mut(&*name)
+                    .expect("the entry was just ensured");
+                (key.clone(), value)
+            }
         }
     }
 }
@@ -87,7 +100,7 @@ impl<V> Entries<V> {
                 let (key, value) = &entries[Self::position(entries, name)?];
                 Some((key, value))
             }
-            Entries::Large(entries) => entries.get_key_value(name),
+            Entries::Large { values, .. } => values.get_key_value(name),
         }
     }
 
@@ -97,7 +110,7 @@ impl<V> Entries<V> {
                 let position = Self::position(entries, name)?;
                 Some(&mut entries[position].1)
             }
-            Entries::Large(entries) => entries.get_mut(name),
+            Entries::Large { values, .. } => values.get_mut(name),
         }
     }
 
@@ -112,14 +125,18 @@ impl<V> Entries<V> {
                 }
                 Some(value)
             }
-            Entries::Large(entries) => entries.remove(name),
+            Entries::Large { values, order } => {
+                let value = values.remove(name)?;
+                order.remove(name);
+                Some(value)
+            }
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             Entries::Small(entries) => entries.is_empty(),
-            Entries::Large(entries) => entries.is_empty(),
+            Entries::Large { values, .. } => values.is_empty(),
         }
     }
 
@@ -127,7 +144,10 @@ impl<V> Entries<V> {
     pub(crate) fn iter(&self) -> Iter<'_, V> {
         match self {
             Entries::Small(entries) => Iter::Small(entries.iter()),
-            Entries::Large(entries) => Iter::Large(entries.iter()),
+            Entries::Large { values, order } => Iter::Large {
+                values,
+                order: order.iter(),
+            },
         }
     }
 
@@ -136,11 +156,11 @@ impl<V> Entries<V> {
         self.iter().map(|(_, value)| value)
     }
 
-    /// Every value, mutably, in name order.
+    /// Every value, mutably, in no particular order.
     pub(crate) fn values_mut(&mut self) -> Box<dyn Iterator<Item = &mut V> + '_> {
         match self {
             Entries::Small(entries) => Box::new(entries.iter_mut().map(|(_, value)| value)),
-            Entries::Large(entries) => Box::new(entries.values_mut()),
+            Entries::Large { values, .. } => Box::new(values.values_mut()),
         }
     }
 }
@@ -148,7 +168,10 @@ impl<V> Entries<V> {
 /// [`Entries::iter`].
 pub(crate) enum Iter<'e, V> {
     Small(std::slice::Iter<'e, (Name, V)>),
-    Large(btree_map::Iter<'e, Name, V>),
+    Large {
+        values: &'e HashMap<Name, V>,
+        order: btree_set::Iter<'e, Name>,
+    },
 }
 
 impl<'e, V> Iterator for Iter<'e, V> {
@@ -157,7 +180,13 @@ impl<'e, V> Iterator for Iter<'e, V> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Iter::Small(entries) => entries.next().map(|(key, value)| (key, value)),
-            Iter::Large(entries) => entries.next(),
+            Iter::Large { values, order } => {
+                let key = order.next()?;
+                let value = values
+                    .get(&**key)
+                    .expect("entries invariant: every ordered name has a value");
+                Some((key, value))
+            }
         }
     }
 }
@@ -166,6 +195,7 @@ impl<'e, V> Iterator for Iter<'e, V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     #[derive(Clone, Debug)]
     enum Operation {

@@ -785,12 +785,12 @@ impl Tree {
         for level in levels {
             let name = candidate_name(&desired_name, &hash_id, level);
             let names = &mut self.directory_mut(directory).names;
-            let Some(slot) = names.get_mut(&*name) else {
+            let Some(slot) = names.get_mut(&name) else {
                 continue;
             };
             let was_holder = slot.remove_attempt(ino, &hash_id, level);
             if slot.is_empty() {
-                names.remove(&*name);
+                names.remove(&name);
             }
             if was_holder {
                 sink.entry(directory, &name);
@@ -827,11 +827,11 @@ impl Tree {
             parent_directory.n_subdirectories -= 1;
             let slot = parent_directory
                 .names
-                .get_mut(&*name)
+                .get_mut(&name)
                 .expect("tree invariant: a directory is listed in its parent");
             slot.directory = None;
             if slot.is_empty() {
-                parent_directory.names.remove(&*name);
+                parent_directory.names.remove(&name);
             }
             sink.entry(parent, &name);
             sink.inode(parent);
