@@ -385,7 +385,9 @@ mod tests {
                 .and_then(|file| file.get("filePath")),
             Some("x")
         );
-        let wrong: [(&str, &[&str], Vec<&[u8]>); 10] = [
+        // (what is wrong, property names, records)
+        type Case<'c> = (&'c str, &'c [&'c str], Vec<&'c [u8]>);
+        let wrong: [Case<'_>; 10] = [
             ("value past the record", &names, vec![b"\x01a\x00\x05x"]),
             ("unknown name id", &names, vec![b"\x01a\x07\x01x"]),
             ("irrelevant name", &names, vec![b"\x01a\x02\x01x"]),
