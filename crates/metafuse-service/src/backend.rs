@@ -249,7 +249,7 @@ impl Backend for ServiceBackend {
                 path: path.to_owned(),
             });
         }
-        let file_path = node.source_path().unwrap_or_default();
+        let file_path = library.source_path(node).unwrap_or_default();
         // The mount's path rule (metafuse-bytes) decides; a refused
         // `filePath` (`..`) reports no path at all.
         let location =
