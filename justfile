@@ -53,7 +53,7 @@ package-check:
     scripts/package-check.sh
     scripts/docker-build-check.sh
 
-# What CI runs (.ci/run): lint, doc, every test (unit, integration, doc, tidy), packaging. METAFUSE_REQUIRE_FUSE=1: FUSE tests fail rather than skip.
+# What CI runs (.ci/run): lint, doc, every test (unit, integration, doc, tidy), packaging, the Dockerfile's build steps. METAFUSE_REQUIRE_FUSE=1: FUSE tests fail rather than skip.
 ci:
     scripts/ensure-deps.sh
     cargo fmt --all -- --check
@@ -62,6 +62,7 @@ ci:
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
     scripts/package-check.sh
+    scripts/docker-build-check.sh
 
 # Format the code.
 fmt:
