@@ -18,6 +18,11 @@ enum Command {
     /// Warm restarts from a checkpoint and the API-mode cold bootstrap
     /// against the meta-core double, beside the old design's approach.
     Warm(crate::warm_bench::WarmArgs),
+    /// Every figure of issue 13 in one run against one Redis (a private
+    /// one by default): start, memory, burst, latency under churn, rules
+    /// changes with reader stalls, tail drain, beside the raw `MGET` and
+    /// `XRANGE` anchors (needs root and /dev/fuse).
+    Scale(crate::scale_bench::ScaleArgs),
     /// Write a synthetic library to Redis (after FLUSHDB).
     Seed {
         /// Redis URL.
@@ -134,6 +139,7 @@ pub(crate) fn run(arguments: Arguments) -> anyhow::Result<()> {
         .build()?;
     match arguments.command {
         Command::Warm(warm_arguments) => crate::warm_bench::run(&runtime, warm_arguments),
+        Command::Scale(scale_arguments) => crate::scale_bench::run(&runtime, scale_arguments),
         Command::Seed {
             redis_url,
             files,

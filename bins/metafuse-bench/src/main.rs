@@ -7,6 +7,7 @@ mod commands;
 mod mount_bench;
 mod replay;
 mod sample;
+mod scale_bench;
 mod seed;
 mod warm_bench;
 

@@ -72,17 +72,17 @@ const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(10);
 /// invalidation sink. The sink only borrows it, so a scenario can unmount
 /// and mount afresh (cold caches, other passthrough setting) while the
 /// service keeps running.
-type MountSlot = Arc<RwLock<Option<MountHandle>>>;
+pub(crate) type MountSlot = Arc<RwLock<Option<MountHandle>>>;
 
 /// A mount that is unmounted when dropped, also on an early return after
 /// Ctrl-C or an error.
-struct LiveMount {
+pub(crate) struct LiveMount {
     slot: MountSlot,
-    mountpoint: PathBuf,
+    pub(crate) mountpoint: PathBuf,
 }
 
 impl LiveMount {
-    fn mount(
+    pub(crate) fn mount(
         service: &Service,
         slot: &MountSlot,
         mountpoint: &Path,
@@ -108,7 +108,7 @@ impl LiveMount {
             .is_some_and(MountHandle::passthrough_active)
     }
 
-    fn unmount(self) -> anyhow::Result<()> {
+    pub(crate) fn unmount(self) -> anyhow::Result<()> {
         self.unmount_in_place()
     }
 
@@ -135,7 +135,7 @@ impl Drop for LiveMount {
 
 /// Set by Ctrl-C; every loop checks it so the mounts are left cleanly.
 #[derive(Clone, Debug, Default)]
-struct Interrupted(Arc<AtomicBool>);
+pub(crate) struct Interrupted(pub(crate) Arc<AtomicBool>);
 
 impl Interrupted {
     fn check(&self) -> anyhow::Result<()> {
@@ -156,14 +156,14 @@ struct FindFigures {
 
 /// Latency figures, sorted.
 #[derive(Debug)]
-struct LatencyFigures {
+pub(crate) struct LatencyFigures {
     /// From the writer's pipeline returning (the `XADD`s acknowledged).
-    visible: Vec<Duration>,
+    pub(crate) visible: Vec<Duration>,
     /// From just before the writer sent its pipeline: includes the
     /// writer's own round trip, an upper bound.
     visible_from_sent: Vec<Duration>,
-    applied: Vec<Duration>,
-    n_lost: usize,
+    pub(crate) applied: Vec<Duration>,
+    pub(crate) n_lost: usize,
 }
 
 /// The fastest of the `dd` pairs of one kind.
@@ -327,15 +327,15 @@ pub(crate) fn run(runtime: &Runtime, options: MountBenchOptions) -> anyhow::Resu
     Ok(())
 }
 
-struct ScenarioContext<'a> {
-    runtime: &'a Runtime,
-    service: &'a Arc<Service>,
-    slot: &'a MountSlot,
-    mountpoint: &'a Path,
-    files_root: &'a Path,
-    rules: &'a Rules,
-    options: &'a MountBenchOptions,
-    interrupted: &'a Interrupted,
+pub(crate) struct ScenarioContext<'a> {
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) service: &'a Arc<Service>,
+    pub(crate) slot: &'a MountSlot,
+    pub(crate) mountpoint: &'a Path,
+    pub(crate) files_root: &'a Path,
+    pub(crate) rules: &'a Rules,
+    pub(crate) options: &'a MountBenchOptions,
+    pub(crate) interrupted: &'a Interrupted,
 }
 
 impl ScenarioContext<'_> {
@@ -455,7 +455,7 @@ fn remove_probes(
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
@@ -491,7 +491,7 @@ fn latency_probes(n_probes: usize) -> Vec<ProbeFile> {
 /// For each probe: write it, then spin on `stat` of its expected path
 /// through the mount until it answers with the written size. Also records
 /// when the service reported the entry applied (invalidations delivered).
-fn measure_latency(context: &ScenarioContext<'_>) -> anyhow::Result<LatencyFigures> {
+pub(crate) fn measure_latency(context: &ScenarioContext<'_>) -> anyhow::Result<LatencyFigures> {
     let mount = context.mount(true)?;
     let mut connection = context.redis()?;
     let probes = latency_probes(context.options.latency_samples);
@@ -740,7 +740,7 @@ fn measure_read(context: &ScenarioContext<'_>, report: &mut Report) -> anyhow::R
 }
 
 /// The `quantile` (0..=1) of sorted durations, nearest rank.
-fn quantile(sorted: &[Duration], quantile: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], quantile: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -748,7 +748,7 @@ fn quantile(sorted: &[Duration], quantile: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn milliseconds(duration: Duration) -> f64 {
+pub(crate) fn milliseconds(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use metafuse_cli::{MetafuseCli, exit_code, run_metafuse};
 
+mod allocator;
+
 fn main() -> ExitCode {
+    allocator::give_back_memory_when_idle();
     exit_code(run_metafuse(MetafuseCli::parse()))
 }

@@ -1,58 +1,13 @@
 //! `metafuse serve` answers from the start: while its Redis is unreachable
 //! health says `starting` and the other routes 503, then it serves for real.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Command, Stdio};
 
 use metafuse_testkit::{RedisServer, Writer};
 
-/// Kills the child if the test fails half way.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET path` → (status code, body); `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// Polls `path` until `accept` holds; the limit only turns a hang into a
-/// failure.
-fn get_until(port: u16, path: &str, accept: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let started = Instant::now();
-    loop {
-        if let Some((status, body)) = get(port, path)
-            && accept(status, &body)
-        {
-            return (status, body);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{path} never answered as expected"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod support;
+use support::{ChildGuard, exit_code_within_a_minute, free_port, get, get_until};
 
 #[test]
 fn the_api_answers_starting_until_redis_is_back_then_serves() {
@@ -111,28 +66,6 @@ fn the_api_answers_starting_until_redis_is_back_then_serves() {
     assert!(terminated.success());
     let exit = child.0.wait().expect("wait");
     assert_eq!(exit.code(), Some(0));
-}
-
-/// Waits for the child to exit; the limit only turns a hang into a failure.
-fn exit_code_within_a_minute(child: &mut Child) -> Option<i32> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "metafuse did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// With notifications, WebDAV and registration all on, SIGTERM still stops

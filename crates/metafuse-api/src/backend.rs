@@ -90,6 +90,10 @@ pub struct Health {
     /// Why the rules file on disk is not in force, while it is not (the
     /// body's `rulesError`, left out when `None`).
     pub rules_error: Option<String>,
+    /// Why the status is `degraded` (the tail disconnected or not verified
+    /// live, a resynchronisation or leader switch running, the rules file
+    /// not in force); the body's `reason`, left out when `None`.
+    pub reason: Option<String>,
     /// Where metadata comes from and whether it is reachable.
     pub source: SourceState,
 }

@@ -248,6 +248,7 @@ fn respond_starting(route: Route) -> HttpResponse {
                     ..StreamHealth::default()
                 },
                 rules_error: None,
+                reason: None,
                 source: SourceState::default(),
             }),
         ),
@@ -372,8 +373,13 @@ fn health_body(health: Health) -> Value {
         "source": health.source,
         "stream": health.stream,
     });
-    if let (Some(rules_error), Value::Object(fields)) = (health.rules_error, &mut body) {
-        fields.insert("rulesError".to_owned(), Value::String(rules_error));
+    if let Value::Object(fields) = &mut body {
+        if let Some(rules_error) = health.rules_error {
+            fields.insert("rulesError".to_owned(), Value::String(rules_error));
+        }
+        if let Some(reason) = health.reason {
+            fields.insert("reason".to_owned(), Value::String(reason));
+        }
     }
     body
 }

@@ -70,7 +70,8 @@ pub struct CommonArgs {
     /// Serve a built dashboard (static files, SPA fallback) at `/` [env: METAFUSE_UI_DIR]
     #[arg(long, value_name = "DIR")]
     pub ui_dir: Option<PathBuf>,
-    /// Do not write the heartbeat file under META_CORE_PATH/services
+    /// Do not register with meta-core: no heartbeat file under
+    /// META_CORE_PATH/services, no beacon v2 advertisement
     #[arg(long)]
     pub no_register: bool,
     /// Serve the tree over WebDAV on this address [env: WEBDAV_PORT (host: WEBDAV_HOST, default 127.0.0.1)] [default: off]
@@ -139,6 +140,8 @@ pub struct FileConfig {
     pub api_token: Option<String>,
     pub ui_dir: Option<PathBuf>,
     pub register: Option<bool>,
+    pub beacon_interface: Option<String>,
+    pub beacon_port: Option<u16>,
     pub webdav_listen: Option<String>,
     pub webdav_no_auth: Option<bool>,
     pub source: Option<String>,
@@ -183,7 +186,9 @@ pub struct Settings {
     pub api_token: Option<String>,
     /// A built dashboard served at `/`.
     pub ui_dir: Option<PathBuf>,
-    /// Whether to write the heartbeat file under `META_CORE_PATH/services`.
+    /// Whether to register: the heartbeat file under
+    /// `META_CORE_PATH/services`, and the beacon v2 advertisement when the
+    /// leader was found on the beacon.
     pub register: bool,
     /// Where WebDAV is served; `None` = off.
     pub webdav_listen: Option<SocketAddr>,
@@ -394,11 +399,33 @@ pub fn resolve(
     let allow_non_empty = mount.allow_non_empty || file.allow_non_empty.unwrap_or(false);
 
     let defaults = DiscoveryConfig::default();
+    let beacon = defaults
+        .beacon
+        .clone()
+        .map(|mut beacon| -> anyhow::Result<_> {
+            if let Some(text) =
+                env("METAFUSE_BEACON_INTERFACE").or_else(|| file.beacon_interface.clone())
+            {
+                beacon.interface = text.parse().with_context(|| {
+                    format!("invalid beacon interface {text:?}: expected an IPv4 address")
+                })?;
+            }
+            match env("METAFUSE_BEACON_PORT") {
+                Some(text) => {
+                    beacon.port = text
+                        .parse()
+                        .with_context(|| format!("invalid METAFUSE_BEACON_PORT {text:?}"))?;
+                }
+                None => beacon.port = file.beacon_port.unwrap_or(beacon.port),
+            }
+            Ok(beacon)
+        });
     let discovery = DiscoveryConfig {
         redis_url,
         meta_core_url,
         meta_core_path: meta_core_path.unwrap_or(defaults.meta_core_path.clone()),
         forced_mode,
+        beacon: beacon.transpose()?,
         ..defaults
     };
     let mut service = ServiceConfig::new(default_rules_file_placeholder(), files_root);
@@ -671,6 +698,44 @@ mod tests {
         );
         assert_eq!(from_flags.file_mode, 0o444);
         assert_eq!(from_flags.uid, Some(9));
+    }
+
+    #[test]
+    fn beacon_interface_and_port_are_layered() {
+        let toml = file(
+            r#"beacon_interface = "10.0.0.2"
+               beacon_port = 9100"#,
+        );
+        let from_file = resolve(
+            &CommonArgs::default(),
+            &MountArgs::default(),
+            environment(&[]),
+            &toml,
+        )
+        .expect("resolves");
+        let beacon = from_file.service.discovery.beacon.expect("beacon on");
+        assert_eq!(beacon.interface, std::net::Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(beacon.port, 9100);
+        assert_eq!(beacon.group, std::net::Ipv4Addr::new(239, 255, 99, 1));
+
+        let env = environment(&[
+            ("METAFUSE_BEACON_INTERFACE", "127.0.0.1"),
+            ("METAFUSE_BEACON_PORT", "9200"),
+        ]);
+        let from_env =
+            resolve(&CommonArgs::default(), &MountArgs::default(), env, &toml).expect("resolves");
+        let beacon = from_env.service.discovery.beacon.expect("beacon on");
+        assert_eq!(beacon.interface, std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(beacon.port, 9200);
+
+        let error = resolve(
+            &CommonArgs::default(),
+            &MountArgs::default(),
+            environment(&[("METAFUSE_BEACON_INTERFACE", "eth0")]),
+            &FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("eth0"), "{error:#}");
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use metafuse_api::{ApiConfig, BackendSlot, NotificationCounts};
 use metafuse_bytes::ByteSources;
 use metafuse_fuse::{MountHandle, MountOptions};
+use metafuse_leader::{BeaconAdvertiser, BeaconNode, Leader, LeaderSource, SERVICE_CAPABILITY};
 use metafuse_notify::{Notifier, NotifierSpec, NotifyConfig};
-use metafuse_service::Service;
-use metafuse_service::{Registration, RegistrationConfig};
+use metafuse_service::{ChangeBatch, ChangeCause, Service};
+use metafuse_service::{Registration, RegistrationConfig, local_hostname};
 use metafuse_webdav::{TokenStore, WebdavAuth, WebdavServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -113,7 +114,7 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     let api_base_url = listener
         .as_ref()
         .and_then(|listener| listener.local_addr().ok())
-        .map(|address| format!("http://{address}"));
+        .map(reachable_base_url);
     let api = ApiServer::start(listener, backend.clone(), api_config);
 
     let stop = stop_signal();
@@ -182,6 +183,17 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
             ..NotifyConfig::default()
         };
         let handle = Notifier::spawn(config, &media_path_prefix);
+        // Subscribed before the bootstrap refresh is pushed: a change from
+        // now on is sent on its own (or absorbed by that refresh).
+        let changes = service.subscribe_changes();
+        // The bootstrap built the whole tree before anyone listened to the
+        // feed: the media servers get one library-level refresh for it.
+        handle.push(Arc::new(ChangeBatch {
+            cause: ChangeCause::Bootstrap,
+            changes: Vec::new(),
+            invalidations: Vec::new(),
+            sequence: 0,
+        }));
         let metrics = handle.metrics_source();
         service.report_notifications(Box::new(move || {
             let counts = metrics.snapshot();
@@ -192,7 +204,7 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
                 abandoned: counts.abandoned,
             }
         }));
-        Some(handle.follow(service.subscribe_changes()))
+        Some(handle.follow(changes))
     };
 
     let webdav_sources = match &webdav_listener {
@@ -238,12 +250,24 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
         )),
         _ => None,
     };
+    // Started (its first advertisement sent) before READY below.
+    let advertiser = match (&api_base_url, settings.register) {
+        (Some(base_url), true) => start_advertising(&settings, &service.leader(), base_url),
+        _ => None,
+    };
+    if !settings.register {
+        tracing::info!(
+            "not registering (--no-register): no heartbeat file, no beacon advertisement"
+        );
+    }
 
     // Mounted, or answering with the live tree: what `Type=notify` waits for.
     notify_service_manager(ServiceState::Ready);
 
     stop.await;
     notify_service_manager(ServiceState::Stopping);
+    // Dropping it says `bye`: neighbours forget us at once.
+    drop(advertiser);
     if let Some(registration) = registration {
         registration.stop().await;
     }
@@ -266,6 +290,58 @@ async fn run_async(settings: Settings, mountpoint: Option<PathBuf>) -> Result<()
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where others reach the API listening on `address`: this host's name
+/// when it listens on every interface (`0.0.0.0` reaches nobody).
+fn reachable_base_url(address: std::net::SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        format!("http://{}:{}", local_hostname(), address.port())
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Our beacon v2 `metamesh.service/meta-fuse` advertisement (spec §9),
+/// when the leader was found on the beacon: the meta-cores that advertise
+/// themselves there list the services they hear there, not heartbeat
+/// files. Every interval until dropped, which says `bye`.
+fn start_advertising(
+    settings: &Settings,
+    leader: &Leader,
+    base_url: &str,
+) -> Option<BeaconAdvertiser> {
+    if leader.source != LeaderSource::Beacon {
+        return None;
+    }
+    let beacon = settings.service.discovery.beacon.as_ref()?;
+    let node = BeaconNode {
+        name: "meta-fuse".to_owned(),
+        instance: format!("meta-fuse-{}-{}", local_hostname(), std::process::id()),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        status: Some("running".to_owned()),
+    };
+    let instance = node.instance.clone();
+    match metafuse_leader::advertise(
+        beacon,
+        node,
+        vec![metafuse_leader::service_resource(base_url)],
+    ) {
+        Ok(advertiser) => {
+            tracing::info!(
+                %instance,
+                base_url,
+                "advertising {SERVICE_CAPABILITY} on the beacon {}:{}",
+                beacon.group,
+                beacon.port
+            );
+            Some(advertiser)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot advertise on the beacon; meta-core will not list us");
+            None
+        }
+    }
 }
 
 /// The HTTP API, when enabled, served until [`ApiServer::stop`].

@@ -326,7 +326,7 @@ impl MetafuseFilesystem {
         let source_path = {
             let library = self.library.read();
             let node = library.get(ino.0).ok_or(Errno::ENOENT)?;
-            node.source_path().ok_or(Errno::EISDIR)?.to_owned()
+            library.source_path(node).ok_or(Errno::EISDIR)?.to_owned()
         };
         let source = self
             .sources

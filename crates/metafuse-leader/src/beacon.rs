@@ -514,8 +514,9 @@ pub fn service_resource(http_url: &str) -> BeaconResource {
     }
 }
 
-/// Advertises `node` with `resources` every interval, answers probes that
-/// want one of them by unicast, and says `bye` when dropped. Used for our
+/// Advertises `node` with `resources` every interval (the first
+/// advertisement is sent before this returns), answers probes that want
+/// one of them by unicast, and says `bye` when dropped. Used for our
 /// own `metamesh.service/meta-fuse` advertisement (with
 /// [`service_resource`]) and by tests to play a meta-core. Must be called
 /// inside a tokio runtime.
@@ -541,9 +542,23 @@ pub fn advertise(
     }
     .encode();
     let interval = config.interval;
+    // The first advertisement leaves before this returns, so whoever
+    // started us can tell the world we are announced.
+    let first_sent = match socket.try_send_to(&advertisement, group) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(%error, "first beacon advertise failed; retrying at once");
+            false
+        }
+    };
     let sender = socket.clone();
     let task = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
+        let first_tick = if first_sent {
+            Instant::now() + interval
+        } else {
+            Instant::now()
+        };
+        let mut ticker = tokio::time::interval_at(first_tick, interval);
         let mut buffer = vec![0u8; RECEIVE_BUFFER_BYTES];
         loop {
             tokio::select! {

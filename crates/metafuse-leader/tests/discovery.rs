@@ -567,3 +567,65 @@ async fn our_advertisement_answers_a_probe_by_unicast() {
         Some("http://127.0.0.1:3000")
     );
 }
+
+/// A socket on the beacon group of `beacon`, as any neighbour has one.
+fn group_listener(beacon: &BeaconConfig) -> tokio::net::UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+    socket.set_reuse_address(true).expect("reuse address");
+    socket.set_reuse_port(true).expect("reuse port");
+    socket.set_nonblocking(true).expect("nonblocking");
+    socket
+        .bind(&std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, beacon.port).into())
+        .expect("bind the beacon port");
+    socket
+        .join_multicast_v4(&beacon.group, &beacon.interface)
+        .expect("join the group");
+    tokio::net::UdpSocket::from_std(socket.into()).expect("tokio socket")
+}
+
+/// The next message of `kind` from node `instance` heard on the group.
+async fn next_from(socket: &tokio::net::UdpSocket, instance: &str, kind: &str) -> BeaconMessage {
+    let mut buffer = vec![0u8; 8192];
+    guarded(async {
+        loop {
+            let (length, _) = socket.recv_from(&mut buffer).await.expect("receive");
+            if let Some(message) = BeaconMessage::parse(&buffer[..length])
+                && message.kind == kind
+                && message
+                    .node
+                    .as_ref()
+                    .is_some_and(|node| node.instance == instance)
+            {
+                return message;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn our_advertisement_repeats_on_the_group_and_ends_with_bye() {
+    let beacon = loopback_beacon();
+    let listener = group_listener(&beacon);
+    let advertiser = advertise(
+        &beacon,
+        BeaconNode {
+            name: "meta-fuse".into(),
+            instance: "fuse-2".into(),
+            version: Some("1.0".into()),
+            status: Some("running".into()),
+        },
+        vec![service_resource("http://127.0.0.1:3000")],
+    )
+    .expect("advertise");
+    // The first is sent before advertise returns; the next ones each interval.
+    for _ in 0..3 {
+        let message = next_from(&listener, "fuse-2", "advertise").await;
+        assert_eq!(message.resources[0].caps, [SERVICE_CAPABILITY]);
+    }
+    drop(advertiser);
+    let bye = next_from(&listener, "fuse-2", "bye").await;
+    assert_eq!(bye.node.expect("node").name, "meta-fuse");
+    assert!(bye.resources.is_empty());
+}

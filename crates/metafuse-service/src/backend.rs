@@ -165,10 +165,13 @@ impl Backend for ServiceBackend {
         // Connected is not enough: a frozen peer or a stream that lost
         // entries leaves the tree stale (status.rs says why).
         let not_live = self.inner.status.not_live_reason(&self.inner.tail_status);
+        // A rules file we could not apply is reported as degraded too: the
+        // tree is not what the operator asked for.
+        let reason = not_live
+            .or_else(|| (!redis_connected).then(|| "disconnected from the source".to_owned()))
+            .or_else(|| rules_error.clone());
         Health {
-            // A rules file we could not apply is reported as degraded too:
-            // the tree is not what the operator asked for.
-            status: if redis_connected && not_live.is_none() && rules_error.is_none() {
+            status: if reason.is_none() {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded
@@ -176,6 +179,7 @@ impl Backend for ServiceBackend {
             redis_connected,
             stream: self.stream_health(),
             rules_error,
+            reason,
             source: self.source_state(),
         }
     }
@@ -195,6 +199,7 @@ impl Backend for ServiceBackend {
             );
         }
         extra.insert("rulesError".to_owned(), json!(moments.rules_error));
+        extra.insert("unindexedFiles".to_owned(), json!(moments.unindexed_files));
         extra.insert(
             "checkpointProblem".to_owned(),
             json!(*self.inner.checkpoint_problem.lock()),
@@ -244,7 +249,7 @@ impl Backend for ServiceBackend {
                 path: path.to_owned(),
             });
         }
-        let file_path = node.source_path().unwrap_or_default();
+        let file_path = library.source_path(node).unwrap_or_default();
         // The mount's path rule (metafuse-bytes) decides; a refused
         // `filePath` (`..`) reports no path at all.
         let location =

@@ -33,6 +33,9 @@ pub(crate) enum Command {
     SwitchLeader(Leader),
     FetchPlan(FetchPlan, oneshot::Sender<Result<FetchedValues, String>>),
     WriteCheckpoint(oneshot::Sender<Result<(), String>>),
+    /// Fetch and apply these files the index does not list (found by the
+    /// reconciliation after a snapshot).
+    Reconcile(Vec<String>, oneshot::Sender<Result<(), String>>),
 }
 
 /// A subscriber of the change feed that is waited for: the kernel must have

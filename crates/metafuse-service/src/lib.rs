@@ -15,6 +15,10 @@
 //! or changed. The kernel invalidation is one subscriber of that feed
 //! ([`Service::attach_invalidation_sink`], the mount), the one the service
 //! waits for before it reports an event applied.
+//!
+//! A tree built from a snapshot (or a checkpoint) is reconciled in the
+//! background with the keys in Redis: files the index does not list are
+//! found and applied like any change ([`Service::wait_for_reconciliation`]).
 #![warn(missing_docs)]
 
 mod backend;
@@ -22,6 +26,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod inner;
+mod reconcile;
 mod registration;
 mod rules_file;
 mod service;

@@ -12,7 +12,7 @@ use metafuse_source::{
     Timings,
 };
 use metafuse_state::{Checkpoint, FetchPlan, Projection, encode_checkpoint};
-use metafuse_stream::{RedisSource, Strategy};
+use metafuse_stream::{Reconciler, RedisSource, Strategy};
 use metafuse_vfs::{ChangeBatch, ChangeCause, Library, SharedLibrary, TreeChanges};
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
@@ -22,6 +22,7 @@ use crate::checkpoint::{LoadedCheckpoint, checkpoint_path, load_checkpoint, writ
 use crate::config::{RulesSource, ServiceConfig};
 use crate::error::ServiceError;
 use crate::inner::{Command, Inner, InnerParts, InvalidationSink};
+use crate::reconcile::{Reconciliation, needs_reconciliation, reconcile_rebuild};
 use crate::rules_file::compile_text;
 use crate::status::{Phase, Status};
 
@@ -31,6 +32,11 @@ const LEADER_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// bootstrap, resynchronisation); doubles up to the max.
 const SOURCE_RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const SOURCE_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Values newly needed by a rules change applied per write lock: small
+/// enough that readers never wait long (a few ms), large enough that the
+/// lock is not taken a million times.
+const RULES_FETCH_SLICE: usize = 4_096;
 
 /// A running service: a live tree fed from a metadata source.
 pub struct Service {
@@ -54,6 +60,12 @@ fn source_location(leader: &Leader) -> String {
     leader.location()
 }
 
+/// A source, and for Redis what finds the files its index lacks.
+struct Connected {
+    source: Box<dyn MetadataSource>,
+    reconciler: Option<Reconciler>,
+}
+
 /// The one place a source is made from a leader: its Redis directly, or
 /// meta-core's HTTP API and event stream, as discovery decided
 /// (`leader.mode`, which `--source` can force).
@@ -61,13 +73,16 @@ async fn connect_source(
     leader: &Leader,
     config: &ServiceConfig,
     strategy: Strategy,
-) -> Result<Box<dyn MetadataSource>, SourceError> {
+) -> Result<Connected, SourceError> {
     match leader.mode {
         SourceMode::Redis => {
             let mut source =
                 RedisSource::connect(&leader.redis_url, &config.prefix, strategy).await?;
             source.set_block(config.tail_block);
-            Ok(Box::new(source))
+            Ok(Connected {
+                reconciler: Some(source.reconciler()),
+                source: Box::new(source),
+            })
         }
         SourceMode::MetaCore => {
             let api_url = leader
@@ -83,7 +98,12 @@ async fn connect_source(
                 watchdog: config.metacore_watchdog,
                 ..MetaCoreConfig::new(api_url)
             });
-            Ok(Box::new(source))
+            // meta-core's `/meta` lists what its index holds; it offers no
+            // other way to find files.
+            Ok(Connected {
+                source: Box::new(source),
+                reconciler: None,
+            })
         }
     }
 }
@@ -110,6 +130,7 @@ impl Service {
         };
         let Ready {
             source,
+            reconciler,
             mut projection,
             report,
             identity,
@@ -155,14 +176,17 @@ impl Service {
             runtime: tokio::runtime::Handle::current(),
             checkpoint_problem,
         }));
-        let state_task = StateTask {
+        let mut state_task = StateTask {
             inner: inner.clone(),
             source,
+            reconciler,
+            reconciliation: None,
             relevant,
             commands: command_receiver,
             identity,
             checkpoint_file,
         };
+        state_task.reconcile_in_background(report.strategy_used);
         let mut tasks = vec![tokio::spawn(state_task.run())];
         tasks.push(tokio::spawn(follow_leader(inner.clone(), leader)));
         if let RulesSource::File(_) = &config.rules {
@@ -342,13 +366,17 @@ async fn bootstrap_when_reachable(
     let mut n_failed_attempts = 0_u64;
     loop {
         let attempt = async {
-            let mut source = connect_source(leader, config, config.strategy).await?;
+            let Connected {
+                mut source,
+                reconciler,
+            } = connect_source(leader, config, config.strategy).await?;
             let identity = source.identity().await?;
             if let Some((projection, report)) =
                 resume_from_checkpoint(source.as_mut(), &identity, relevant, checkpoint).await?
             {
                 return Ok(Ready {
                     source,
+                    reconciler,
                     projection,
                     report,
                     identity,
@@ -358,6 +386,7 @@ async fn bootstrap_when_reachable(
             let report = source.bootstrap(&mut projection, &|_| {}).await?;
             Ok::<_, SourceError>(Ready {
                 source,
+                reconciler,
                 projection,
                 report,
                 identity,
@@ -391,6 +420,7 @@ async fn bootstrap_when_reachable(
 /// A source ready to tail and the state it starts from.
 struct Ready {
     source: Box<dyn MetadataSource>,
+    reconciler: Option<Reconciler>,
     projection: Projection,
     report: BootstrapReport,
     /// What identifies the data behind the source (for checkpoints).
@@ -525,6 +555,11 @@ fn invalid_rules_file_message(path: &Path, errors: &[String]) -> String {
 struct StateTask {
     inner: Arc<Inner>,
     source: Box<dyn MetadataSource>,
+    /// Finds the files `source`'s index lacks (Redis only).
+    reconciler: Option<Reconciler>,
+    /// The reconciliation of the tree in use, while it runs (stopped with
+    /// this task).
+    reconciliation: Option<Reconciliation>,
     relevant: RelevantProperties,
     commands: mpsc::Receiver<Command>,
     /// What identifies the data behind `source`, written into checkpoints.
@@ -608,7 +643,43 @@ impl StateTask {
                 let result = self.write_checkpoint().await;
                 let _ = reply.send(result.map_err(|error| error.to_string()));
             }
+            Command::Reconcile(hash_ids, reply) => {
+                let result = self.apply_unindexed(hash_ids).await;
+                let _ = reply.send(result.map_err(|error| error.to_string()));
+            }
         }
+    }
+
+    /// The tree at start was built by `method`: if it may lack files the
+    /// index does not list, they are found in the background (the tree
+    /// serves meanwhile) and applied like any change.
+    fn reconcile_in_background(&mut self, method: BootstrapMethod) {
+        if let Some(reconciler) = self.reconciler.clone()
+            && needs_reconciliation(method)
+        {
+            self.reconciliation = Some(crate::reconcile::spawn(self.inner.clone(), reconciler));
+        }
+    }
+
+    /// A rebuilt tree has been swapped in, reconciled before (see
+    /// [`reconcile_rebuild`]) when `reconciled` says how many files it
+    /// found: the background reconciliation of the old tree is moot.
+    fn reconciled(&mut self, reconciled: Option<(u64, Duration)>) {
+        self.reconciliation = None;
+        if let Some((n_unindexed, elapsed)) = reconciled {
+            crate::reconcile::report(&self.inner, n_unindexed, elapsed);
+        }
+    }
+
+    /// Fetches every property a snapshot would of files the index does not
+    /// list, through the source (here, so the values are applied in order
+    /// with the tail's), and applies them like any change.
+    async fn apply_unindexed(&mut self, hash_ids: Vec<String>) -> Result<(), SourceError> {
+        let plan = Reconciler::fetch_plan(hash_ids, &self.relevant);
+        let fetched = self.fetch_plan(&plan).await?;
+        let changes = self.inner.library.apply_batch_reporting(fetched.iter());
+        self.inner.publish(ChangeCause::Event, changes).await;
+        Ok(())
     }
 
     /// Writes the projection and its position atomically. Encoded here,
@@ -674,8 +745,18 @@ impl StateTask {
         self.relevant = union;
         if !plan.is_empty() {
             let fetched = self.fetch_plan(&plan).await?;
-            let changes = self.inner.library.apply_batch_reporting(fetched.iter());
-            self.inner.publish(ChangeCause::Rules, changes).await;
+            // In slices, each under the write lock briefly: a reader waits
+            // for one slice at most, never for the whole library.
+            let values: Vec<_> = fetched.iter().collect();
+            for slice in values.chunks(RULES_FETCH_SLICE) {
+                let changes = self
+                    .inner
+                    .library
+                    .apply_batch_reporting(slice.iter().copied());
+                if !changes.is_empty() {
+                    self.inner.publish(ChangeCause::Rules, changes).await;
+                }
+            }
         }
         let changes = self.inner.library.replace_rules_reporting(Arc::new(rules));
         self.inner
@@ -712,9 +793,17 @@ impl StateTask {
             }
             result => result?,
         };
+        let reconciled = reconcile_rebuild(
+            self.source.as_mut(),
+            self.reconciler.as_ref(),
+            &report,
+            &mut fresh,
+        )
+        .await?;
         let n_files = fresh.complete_count();
         let changes = self.swap_in_projection(fresh, &report);
         Self::publish_rebuild(&self.inner, ChangeCause::Resync, changes, &report).await;
+        self.reconciled(reconciled);
         self.refresh_identity().await;
         tracing::info!(
             n_files,
@@ -785,10 +874,15 @@ impl StateTask {
     }
 
     async fn switch_leader_attempt(&mut self, leader: &Leader) -> Result<(), SourceError> {
-        let mut source = connect_source(leader, &self.inner.config, Strategy::Auto).await?;
+        let Connected {
+            mut source,
+            reconciler,
+        } = connect_source(leader, &self.inner.config, Strategy::Auto).await?;
         let identity = source.identity().await?;
         let mut fresh = Projection::new(self.relevant.clone());
         let report = source.bootstrap(&mut fresh, &|_| {}).await?;
+        let reconciled =
+            reconcile_rebuild(source.as_mut(), reconciler.as_ref(), &report, &mut fresh).await?;
         let changes = self.swap_in_projection(fresh, &report);
         // The new source's first connection counts as a reconnect of the
         // one handle health reads.
@@ -796,9 +890,11 @@ impl StateTask {
         self.inner.set_event_id_order(source.event_id_order());
         *self.inner.source_topology.write() = source.topology();
         self.source = source;
+        self.reconciler = reconciler;
         self.identity = identity;
         *self.inner.leader.lock() = leader.clone();
         Self::publish_rebuild(&self.inner, ChangeCause::SourceSwitch, changes, &report).await;
+        self.reconciled(reconciled);
         self.inner
             .leader_switches
             .send_modify(|switches| *switches += 1);

@@ -39,6 +39,9 @@ pub(crate) struct Status {
     rebuilds: watch::Sender<u64>,
     /// Bumped on every phase change, for [`Service::wait_for_liveness`].
     phase_changes: watch::Sender<u64>,
+    /// Reconciliations with the index completed, for
+    /// [`Service::wait_for_reconciliation`].
+    reconciliations: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -49,6 +52,9 @@ pub(crate) struct Moments {
     pub(crate) strategy: Option<String>,
     /// Why the rules file on disk is not in force, while it is not.
     pub(crate) rules_error: Option<String>,
+    /// Files the last completed reconciliation found missing from the
+    /// index (and added).
+    pub(crate) unindexed_files: Option<u64>,
 }
 
 impl Default for Moments {
@@ -59,6 +65,7 @@ impl Default for Moments {
             bootstrap_seconds: None,
             strategy: None,
             rules_error: None,
+            unindexed_files: None,
         }
     }
 }
@@ -79,6 +86,13 @@ impl Status {
             moments.strategy = Some(report.strategy_used.name().to_owned());
         }
         self.rebuilds.send_modify(|rebuilds| *rebuilds += 1);
+    }
+
+    /// A reconciliation with the index has completed, its files applied.
+    pub(crate) fn record_reconciliation(&self, n_unindexed: u64) {
+        self.moments.lock().unindexed_files = Some(n_unindexed);
+        self.reconciliations
+            .send_modify(|completed| *completed += 1);
     }
 
     /// Why the tree is not known to follow the source live, or `None`
@@ -148,5 +162,28 @@ impl Service {
         let _ = receiver
             .wait_for(|rebuilds| rebuilds.saturating_sub(1) > seen)
             .await;
+    }
+
+    /// Reconciliations with the index completed so far. A tree built from a
+    /// snapshot or a checkpoint (at start, by a resynchronisation, after a
+    /// leader switch) is reconciled in the background: files whose keys
+    /// exist in Redis but which `file:__index__` does not list are found
+    /// and applied like any change.
+    pub fn reconciliations(&self) -> u64 {
+        *self.inner.status.reconciliations.borrow()
+    }
+
+    /// Waits until more than `seen` reconciliations (see
+    /// [`Service::reconciliations`]) have completed, their files applied.
+    pub async fn wait_for_reconciliation(&self, seen: u64) {
+        let mut receiver = self.inner.status.reconciliations.subscribe();
+        // The sender lives in `inner`, which we hold: this cannot fail.
+        let _ = receiver.wait_for(|completed| *completed > seen).await;
+    }
+
+    /// How many files the last completed reconciliation found missing
+    /// from the index; `None` before one completed.
+    pub fn unindexed_files(&self) -> Option<u64> {
+        self.inner.status.moments.lock().unindexed_files
     }
 }

@@ -99,6 +99,7 @@ async fn every_route_answers_from_the_live_state() {
         json!(service.last_applied_event_id())
     );
     assert!(health.get("rulesError").is_none(), "{health}");
+    assert!(health.get("reason").is_none(), "{health}");
 
     let stats = ok_json(address, "GET", "/api/fuse/stats", Value::Null).await;
     assert_eq!(stats["fileCount"], N_SEEDED_FILES);
@@ -266,6 +267,40 @@ async fn every_route_answers_from_the_live_state() {
     .await;
     assert_eq!(status, 404, "{body}");
 
+    api.stop().await;
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_why_it_is_degraded_and_nothing_while_ok() {
+    const GUARD: std::time::Duration = std::time::Duration::from_secs(90);
+    let mut redis = RedisServer::start().expect("redis");
+    let mut connection = redis.client().get_connection().expect("connect");
+    seed_movie(&mut connection, "aaaa0001", "Heat", "1995");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut config = ServiceConfig::new(
+        directory.path().join("renaming-rules.json"),
+        directory.path().join("files"),
+    );
+    config.discovery.redis_url = Some(redis.url());
+    let service = Service::start(config).await.expect("service starts");
+    let api = Api::start(&service).await;
+
+    tokio::time::timeout(GUARD, service.wait_for_liveness(|reason| reason.is_none()))
+        .await
+        .expect("live");
+    let health = ok_json(api.address, "GET", "/health", Value::Null).await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health.get("reason").is_none(), "{health}");
+
+    redis.kill();
+    tokio::time::timeout(GUARD, service.wait_for_liveness(|reason| reason.is_some()))
+        .await
+        .expect("not live without redis");
+    let health = ok_json(api.address, "GET", "/health", Value::Null).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reason = health["reason"].as_str().unwrap_or_default();
+    assert!(!reason.is_empty(), "{health}");
     api.stop().await;
     service.shutdown().await;
 }

@@ -254,6 +254,69 @@ impl Projection {
         }
     }
 
+    /// The interned property names in id order and every stored record,
+    /// as they are in memory (the checkpoint writes them verbatim).
+    pub(crate) fn raw_parts(&self) -> (&[Box<str>], impl Iterator<Item = &[u8]>) {
+        (&self.names.names, self.files.iter().map(|stored| &**stored))
+    }
+
+    /// A projection made of records in this crate's packed layout whose
+    /// name ids refer to `names` (id order, `filePath` first), as
+    /// [`Self::raw_parts`] gave them. Every record is checked (well formed,
+    /// UTF-8, known and relevant names, no empty value, no repeated hashId
+    /// or name), so a wrong one is refused rather than trusted. Records are
+    /// read from `records` one after another and copied into their own
+    /// allocation, the projection's layout: no per-property work.
+    pub(crate) fn from_raw_parts<'r>(
+        relevant: RelevantProperties,
+        names: impl IntoIterator<Item = &'r str>,
+        n_records: usize,
+        mut next_record: impl FnMut() -> Result<&'r [u8], String>,
+    ) -> Result<Self, String> {
+        let mut projection = Projection::new(relevant);
+        let mut n_names = 0usize;
+        for (id, name) in names.into_iter().enumerate() {
+            if id == 0 {
+                if name != FILE_PATH {
+                    return Err(format!("the first property name is {name:?}, not filePath"));
+                }
+            } else {
+                if projection.names.ids.contains_key(name) {
+                    return Err(format!("property name {name:?} appears twice"));
+                }
+                projection.names.intern(name, &projection.relevant);
+            }
+            n_names = id + 1;
+        }
+        if n_names == 0 {
+            return Err("no property names".to_owned());
+        }
+        projection.files = HashTable::with_capacity(n_records);
+        let mut seen_names = Vec::new();
+        for _ in 0..n_records {
+            let bytes = next_record()?;
+            let complete = record::validate(bytes, &projection.names.relevant, &mut seen_names)?;
+            let hash_id = record::hash_id(bytes);
+            let hash = projection.hasher.hash_one(hash_id);
+            let hasher = &projection.hasher;
+            match projection.files.entry(
+                hash,
+                |stored| record::hash_id(stored) == hash_id,
+                |stored| hasher.hash_one(record::hash_id(stored)),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    return Err(format!("file {hash_id:?} appears twice"));
+                }
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    vacant.insert(Box::from(bytes));
+                }
+            }
+            projection.record_bytes += record::allocation_cost(bytes.len());
+            projection.complete_count += usize::from(complete);
+        }
+        Ok(projection)
+    }
+
     /// The relevant properties in force.
     pub fn relevant(&self) -> &RelevantProperties {
         &self.relevant

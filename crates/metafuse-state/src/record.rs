@@ -148,6 +148,73 @@ pub(crate) fn is_empty(record: &[u8]) -> bool {
     RecordProperties::new(record).next().is_none()
 }
 
+/// Checks a record that came from outside memory (a checkpoint): varints
+/// and lengths within bounds, UTF-8 text, a non-empty hashId, at least one
+/// property, each name id known, relevant (`relevant[id]`) and present
+/// once, no empty value. Returns whether it holds `filePath` (id 0).
+/// `seen` is scratch space, reused across records.
+pub(crate) fn validate(
+    record: &[u8],
+    relevant: &[bool],
+    seen: &mut Vec<NameId>,
+) -> Result<bool, String> {
+    let mut position = 0;
+    let hash_id_range = checked_field(record, &mut position)?;
+    if hash_id_range.is_empty() {
+        return Err("a file without a hashId".to_owned());
+    }
+    let text_error = |error: std::str::Utf8Error| format!("text is not UTF-8: {error}");
+    std::str::from_utf8(&record[hash_id_range]).map_err(text_error)?;
+    seen.clear();
+    while position < record.len() {
+        let name_id = checked_varint(record, &mut position)?;
+        if !relevant.get(name_id as usize).copied().unwrap_or(false) {
+            return Err(format!("property id {name_id} is unknown or not relevant"));
+        }
+        if seen.contains(&name_id) {
+            return Err(format!("property id {name_id} appears twice in a file"));
+        }
+        seen.push(name_id);
+        let value = checked_field(record, &mut position)?;
+        if value.is_empty() {
+            return Err("an empty value is stored".to_owned());
+        }
+        std::str::from_utf8(&record[value]).map_err(text_error)?;
+    }
+    if seen.is_empty() {
+        return Err("a file without properties".to_owned());
+    }
+    Ok(seen.contains(&0))
+}
+
+/// A varint that must end within `bytes` and fit in 32 bits.
+fn checked_varint(bytes: &[u8], position: &mut usize) -> Result<u32, String> {
+    let mut value = 0u64;
+    for shift in (0..35).step_by(7) {
+        let Some(&byte) = bytes.get(*position) else {
+            break;
+        };
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return u32::try_from(value).map_err(|_| "a varint overflows".to_owned());
+        }
+    }
+    Err("a varint runs past its record".to_owned())
+}
+
+/// A `varint(len) bytes` field that must end within `bytes`.
+fn checked_field(bytes: &[u8], position: &mut usize) -> Result<std::ops::Range<usize>, String> {
+    let length = checked_varint(bytes, position)? as usize;
+    let start = *position;
+    let end = start
+        .checked_add(length)
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(|| "a field runs past its record".to_owned())?;
+    *position = end;
+    Ok(start..end)
+}
+
 /// Approximate heap cost of one allocation of `length` bytes with glibc
 /// malloc (8-byte header, 16-byte granularity, 32-byte minimum chunk).
 pub(crate) fn allocation_cost(length: usize) -> usize {

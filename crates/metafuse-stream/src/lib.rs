@@ -11,6 +11,9 @@
 //!
 //! [`RedisSource`] is this crate's [`MetadataSource`], the service's view of
 //! it; [`Source`] and [`Tail`] are the parts, for tools and benchmarks.
+//! A snapshot reads the index; [`Reconciler`] finds the files whose keys
+//! exist but which the index lacks (a paced `SCAN`), for the owner of the
+//! source to fetch and apply after a snapshot.
 //! Every Redis connection of metafuse is opened here.
 //!
 //! Keys: the `REDIS_PREFIX` applies to `file:` keys
@@ -70,6 +73,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anchors;
 mod cluster;
 mod connect;
 mod entries;
@@ -77,12 +81,14 @@ mod error;
 mod fetch;
 mod info;
 mod liveness;
+mod reconcile;
 mod redis_source;
 mod resp;
 mod sentinel;
 mod source;
 mod tail;
 
+pub use anchors::{AnchorFigures, raw_snapshot_mget, raw_xrange};
 pub use error::StreamError;
 pub use metafuse_rules::{RelevantProperties, Rules, RulesDocument};
 pub use metafuse_source::{
@@ -93,6 +99,7 @@ pub use metafuse_state::{
     Delta, EVENTS_STREAM, EventCounts, FetchPlan, FetchedValue, FileRef, KeyError, Projection,
     Stats, parse_event_key,
 };
+pub use reconcile::Reconciler;
 pub use redis_source::RedisSource;
 pub use source::{Source, Strategy};
 pub use tail::Tail;

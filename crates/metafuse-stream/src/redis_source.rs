@@ -12,6 +12,7 @@ use metafuse_state::{FetchPlan, Projection};
 use crate::entries::{StreamId, stream_id_order};
 use crate::error::StreamError;
 use crate::info::stream_info;
+use crate::reconcile::Reconciler;
 use crate::source::{Source, Strategy};
 use crate::tail::Tail;
 
@@ -46,10 +47,24 @@ impl RedisSource {
         self.tail.set_block(block);
     }
 
+    /// Whether the tail decodes its reads from raw RESP (the default) or
+    /// with the redis crate's parser, as TLS connections always do; for
+    /// benchmarks comparing the two.
+    pub fn set_raw_tail_reads(&mut self, raw: bool) {
+        self.tail.set_raw_reads(raw);
+    }
+
     /// See [`Source::fetched_keys_per_node`] (per cluster master, for
     /// `/metrics`).
     pub fn fetched_keys_per_node(&self) -> Vec<(String, u64)> {
         self.source.fetched_keys_per_node()
+    }
+
+    /// Finds the files a snapshot missed because the index does not list
+    /// them (see [`Reconciler`]); for the owner of this source to run
+    /// after a snapshot, in the background.
+    pub fn reconciler(&self) -> Reconciler {
+        self.source.reconciler()
     }
 
     /// See [`Source::set_scan_nested`].

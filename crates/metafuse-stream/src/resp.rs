@@ -263,6 +263,26 @@ impl RespConnection {
         }
     }
 
+    /// Reads until one whole reply is buffered, consuming nothing. Cancel
+    /// safe: bytes read stay buffered, so waiting again picks up where this
+    /// left off, and [`Self::read_reply`] then decodes without waiting.
+    pub(crate) async fn buffer_reply(&mut self) -> Result<(), RedisError> {
+        loop {
+            let mut reader = Reader::new(&self.buffer[self.consumed..]);
+            match reader.frame().and_then(|frame| reader.skip_children(frame)) {
+                Ok(()) => return Ok(()),
+                Err(Short::Incomplete) => self.fill().await?,
+                Err(Short::Protocol(what)) => {
+                    return Err(RedisError::from((
+                        ErrorKind::Parse,
+                        "invalid reply",
+                        what.to_owned(),
+                    )));
+                }
+            }
+        }
+    }
+
     /// Reads more bytes, first dropping the consumed ones.
     pub(crate) async fn fill(&mut self) -> Result<(), RedisError> {
         if self.consumed > 0 {

@@ -22,6 +22,7 @@ use crate::entries::{EntryBatch, RelevanceCache, RelevantKey, decode_entry, last
 use crate::error::StreamError;
 use crate::fetch::fetch_values;
 use crate::info::{StreamInfo, stream_info};
+use crate::reconcile::Reconciler;
 use crate::resp::{Frame, Short, server_error};
 use crate::tail::Tail;
 
@@ -36,8 +37,21 @@ const ENTRIES_PER_PAGE: usize = 4_000;
 /// 8k or 32k files (7 or 29 keys per `MGET`) measured no faster there
 /// (docs/BENCHMARKS.md, Cluster).
 const FILES_PER_SNAPSHOT_BATCH: usize = 1_000;
-/// Keys per `SCAN`/`SSCAN` step.
-const SCAN_COUNT: usize = 10_000;
+/// How a cursor walk goes: keys per `SCAN`/`SSCAN` step, and the pause
+/// after each step (a background walk leaves Redis time for everyone else).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub(crate) count: usize,
+    pub(crate) pause: std::time::Duration,
+}
+
+impl Pace {
+    /// A bootstrap's walk: large steps, no pause.
+    pub(crate) const BULK: Pace = Pace {
+        count: 10_000,
+        pause: Duration::ZERO,
+    };
+}
 /// Cost model of the automatic choice, in tenths of microseconds measured
 /// on a 2-core machine (100k files, 2.4M entries): a replay pays per stream
 /// entry (decode, then fetch about half of them), a snapshot per key. Both
@@ -45,7 +59,7 @@ const SCAN_COUNT: usize = 10_000;
 const REPLAY_COST_PER_ENTRY: u64 = 9;
 const SNAPSHOT_COST_PER_KEY: u64 = 9;
 /// Bootstrap replies can be large; the 500 ms default is too short for them.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to rebuild the projection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -227,6 +241,12 @@ impl Source {
     /// The URL, password redacted.
     pub fn url(&self) -> &str {
         self.connector.redacted_url()
+    }
+
+    /// Finds files the index does not list (see [`Reconciler`]), on its
+    /// own connections.
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler::new(self.connector.clone(), &self.prefix)
     }
 
     /// A live tail of the stream after `last_event_id`, on its own
@@ -474,14 +494,19 @@ impl Source {
 
     async fn indexed_hash_ids(&mut self) -> Result<Vec<String>, StreamError> {
         let index_key = index_key(&self.prefix);
-        let mut hash_ids = scan(&mut self.connection, Scan::SetMembers(&index_key)).await?;
+        let mut hash_ids = scan(
+            &mut self.connection,
+            Scan::SetMembers(&index_key),
+            Pace::BULK,
+        )
+        .await?;
         hash_ids.retain(|hash_id| !hash_id.contains('/') && !hash_id.is_empty());
         Ok(hash_ids)
     }
 
     async fn scanned_hash_ids(&mut self) -> Result<Vec<String>, StreamError> {
         let pattern = format!("{}{FILE_KEY_PREFIX}*", escape_glob(&self.prefix));
-        let keys = scan(&mut self.connection, Scan::Keys(&pattern)).await?;
+        let keys = scan(&mut self.connection, Scan::Keys(&pattern), Pace::BULK).await?;
         let mut seen = HashSet::new();
         Ok(keys
             .into_iter()
@@ -503,6 +528,13 @@ impl Source {
         let n_properties = plan.properties.len();
         let n_pairs = plan.hash_ids.len() * n_properties;
         let mut buffer = String::new();
+        // A bulk connection: values decoded straight from the socket buffer
+        // (a rules change at 100k files fetches hundreds of thousands).
+        let mut bulk = if n_pairs > 0 {
+            Some(self.connector.bulk(RESPONSE_TIMEOUT).await?)
+        } else {
+            None
+        };
         for start in (0..n_pairs).step_by(chunk_size) {
             let mut chunk = Vec::with_capacity(chunk_size.min(n_pairs - start));
             for index in start..n_pairs.min(start + chunk_size) {
@@ -512,7 +544,10 @@ impl Source {
                     chunk.push(key);
                 }
             }
-            fetched.extend(fetch_values(&mut self.connection, chunk).await?);
+            match &mut bulk {
+                Some(bulk) => fetched.extend(fetch_values(&mut *bulk, chunk).await?),
+                None => fetched.extend(fetch_values(&mut self.connection, chunk).await?),
+            }
         }
         for name in &plan.nested_prefixes {
             let pattern = format!(
@@ -520,12 +555,13 @@ impl Source {
                 escape_glob(&self.prefix),
                 escape_glob(name)
             );
-            let keys: Vec<RelevantKey> = scan(&mut self.connection, Scan::Keys(&pattern))
-                .await?
-                .into_iter()
-                .filter_map(|key| RelevantKey::parse(key, &self.prefix).ok())
-                .filter(|key| key.property().starts_with(name.as_str()))
-                .collect();
+            let keys: Vec<RelevantKey> =
+                scan(&mut self.connection, Scan::Keys(&pattern), Pace::BULK)
+                    .await?
+                    .into_iter()
+                    .filter_map(|key| RelevantKey::parse(key, &self.prefix).ok())
+                    .filter(|key| key.property().starts_with(name.as_str()))
+                    .collect();
             fetched.extend(fetch_values(&mut self.connection, keys).await?);
         }
         Ok(fetched)
@@ -616,7 +652,7 @@ impl std::ops::AddAssign for Totals {
 
 /// The names a snapshot fetches for every file: the relevant names and
 /// their parents (tracking `titles/eng` makes `titles` relevant too).
-fn snapshot_names(relevant: &RelevantProperties) -> Vec<String> {
+pub(crate) fn snapshot_names(relevant: &RelevantProperties) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for name in relevant.names() {
         let parents = name
@@ -634,7 +670,7 @@ fn snapshot_names(relevant: &RelevantProperties) -> Vec<String> {
 
 /// What to walk with a cursor.
 #[derive(Clone, Copy, Debug)]
-enum Scan<'a> {
+pub(crate) enum Scan<'a> {
     /// `SCAN MATCH pattern`: the keys matching a glob pattern.
     Keys(&'a str),
     /// `SSCAN key`: the members of a set.
@@ -644,9 +680,10 @@ enum Scan<'a> {
 /// Every key or member the walk finds, once each (a walk may return one
 /// twice); names that are not UTF-8 are no file keys and are left out. In a
 /// cluster, `SCAN` walks every master (each holds its own keys).
-async fn scan(
+pub(crate) async fn scan(
     connection: &mut StateConnection,
     what: Scan<'_>,
+    pace: Pace,
 ) -> Result<Vec<String>, StreamError> {
     let mut found = match (what, &*connection) {
         (Scan::Keys(_), StateConnection::Cluster { topology, .. }) => {
@@ -660,11 +697,11 @@ async fn scan(
                     .node(&address)?
                     .multiplexed(Some(RESPONSE_TIMEOUT))
                     .await?;
-                found.extend(walk(&mut node, what).await?);
+                found.extend(walk(&mut node, what, pace).await?);
             }
             found
         }
-        _ => walk(connection, what).await?,
+        _ => walk(connection, what, pace).await?,
     };
     let mut seen = HashSet::with_capacity(found.len());
     found.retain(|name| seen.insert(name.clone()));
@@ -675,6 +712,7 @@ async fn scan(
 async fn walk(
     connection: &mut impl ConnectionLike,
     what: Scan<'_>,
+    pace: Pace,
 ) -> Result<Vec<String>, StreamError> {
     let operation = match what {
         Scan::Keys(_) => "SCAN",
@@ -697,7 +735,7 @@ async fn walk(
         };
         let (next, batch): (u64, Vec<Vec<u8>>) = command
             .arg("COUNT")
-            .arg(SCAN_COUNT)
+            .arg(pace.count)
             .query_async(connection)
             .await
             .map_err(StreamError::command(operation))?;
@@ -710,6 +748,9 @@ async fn walk(
             break;
         }
         cursor = next;
+        if !pace.pause.is_zero() {
+            tokio::time::sleep(pace.pause).await;
+        }
     }
     Ok(found)
 }
@@ -724,7 +765,7 @@ async fn scan_nested_keys(
     exact_names: HashSet<String>,
 ) -> Result<Vec<RelevantKey>, StreamError> {
     let pattern = format!("{}{FILE_KEY_PREFIX}*/*/*", escape_glob(&prefix));
-    let keys = scan(&mut connection, Scan::Keys(&pattern)).await?;
+    let keys = scan(&mut connection, Scan::Keys(&pattern), Pace::BULK).await?;
     Ok(keys
         .into_iter()
         .filter_map(|key| RelevantKey::parse(key, &prefix).ok())

@@ -12,14 +12,15 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use crate::cluster::StateConnection;
-use crate::connect::Connector;
-use crate::entries::{EntryBatch, RelevanceCache, StreamId, last_entry_id};
+use crate::connect::{BulkConnection, Connector};
+use crate::entries::{EntryBatch, RelevanceCache, StreamId, decode_entry, last_entry_id};
 use crate::error::StreamError;
-use crate::fetch::fetch_values;
+use crate::fetch::{MgetConnection, fetch_values};
 use crate::info::{StreamInfo, stream_info};
 use crate::liveness::{
     Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe, stream_continuity, timed_out,
 };
+use crate::resp::{Frame, RespConnection, Short, server_error};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -30,19 +31,48 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Fetch replies are small; a stalled server must not hang the tail.
 const FETCH_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The blocking connection: a raw RESP one where possible (`XREAD` replies
+/// and, outside a cluster, the values' `MGET`s decoded straight from the
+/// socket buffer, without a `redis::Value` per field), the redis crate's
+/// for TLS.
+enum ReadConnection {
+    Raw {
+        connection: RespConnection,
+        /// What was sent and not yet read back: a read cancelled while
+        /// waiting (the state task pre-empts reads with commands) leaves
+        /// its reply on the socket.
+        pending: Pending,
+    },
+    Multiplexed(MultiplexedConnection),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pending {
+    Nothing,
+    /// An `XREAD` after this id: the next read waits for its reply rather
+    /// than sending another.
+    Read {
+        after: String,
+    },
+    /// Anything else (`MGET`s cut short): the connection is replaced.
+    Unknown,
+}
+
 /// Follows `meta:events` after a position (see `Source::tail`).
 pub struct Tail {
     connector: Connector,
     prefix: String,
     last_event_id: String,
     block: Duration,
-    read_connection: Option<MultiplexedConnection>,
+    read_connection: Option<ReadConnection>,
     fetch_connection: Option<StateConnection>,
     /// Whether the open connections were verified and counted. A read
     /// cancelled between connecting and verifying (the state task pre-empts
     /// reads with commands) leaves connections open but unverified: the
     /// next read must verify them, or the status never says connected.
     connection_verified: bool,
+    /// Raw RESP reads where the connection allows (see [`ReadConnection`]).
+    raw_reads: bool,
     relevance: Option<RelevanceCache>,
     /// Set while Redis is unreachable, so an outage is logged once.
     outage_attempts: Option<u32>,
@@ -79,6 +109,7 @@ impl Tail {
             read_connection: None,
             fetch_connection: None,
             connection_verified: false,
+            raw_reads: true,
             relevance: None,
             outage_attempts: None,
             status: TailStatus::default(),
@@ -107,6 +138,13 @@ impl Tail {
     /// How long one `XREAD BLOCK` waits before it is reissued (default 5 s).
     pub fn set_block(&mut self, block: Duration) {
         self.block = block.max(Duration::from_millis(1));
+    }
+
+    /// Whether reads are decoded from raw RESP where the connection allows
+    /// (the default), or with the redis crate's parser; from the next
+    /// connection on.
+    pub fn set_raw_reads(&mut self, raw: bool) {
+        self.raw_reads = raw;
     }
 
     /// The id of the last entry read.
@@ -199,12 +237,12 @@ impl Tail {
     /// the block time, the fetch one after [`FETCH_RESPONSE_TIMEOUT`].
     async fn connect(&mut self) -> Result<(), StreamError> {
         // In a cluster: the node serving `meta:events` now.
-        let read = self
-            .connector
-            .for_key(EVENTS_STREAM)
-            .await?
-            .multiplexed(Some(self.read_response_timeout()))
-            .await?;
+        let read = open_read_connection(
+            &self.connector,
+            self.read_response_timeout(),
+            self.raw_reads,
+        )
+        .await?;
         let fetch = self.connector.stream_state(FETCH_RESPONSE_TIMEOUT).await?;
         self.connection_verified = false;
         self.read_connection = Some(read);
@@ -285,6 +323,25 @@ impl Tail {
                 None => self.status.set_not_live(None),
             }
         }
+        // A raw connection whose last read was cut short after another
+        // command, or whose position moved since: replaced, not drained (a
+        // stale `XREAD` may block for the whole block time).
+        if let Some(ReadConnection::Raw { pending, .. }) = &self.read_connection
+            && *pending != Pending::Nothing
+            && *pending
+                != (Pending::Read {
+                    after: self.last_event_id.clone(),
+                })
+        {
+            self.read_connection = Some(
+                open_read_connection(
+                    &self.connector,
+                    self.read_response_timeout(),
+                    self.raw_reads,
+                )
+                .await?,
+            );
+        }
         let response_timeout = self.read_response_timeout();
         let (Some(read), Some(fetch), Some(relevance)) = (
             &mut self.read_connection,
@@ -293,53 +350,81 @@ impl Tail {
         ) else {
             return Ok(None);
         };
-        let mut xread = redis::cmd("XREAD");
-        xread
-            .arg("COUNT")
-            .arg(ENTRIES_PER_READ)
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(EVENTS_STREAM)
-            .arg(&self.last_event_id);
-        let read_result = tokio::select! {
-            result = xread.query_async::<Value>(read) => result,
-            () = master_switched(&mut self.master_switches) => {
-                return Err(StreamError::Command {
-                    operation: "XREAD meta:events",
-                    cause: redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "the sentinels switched master",
-                    )),
+        let mut batch = EntryBatch::default();
+        let last_event_id = &self.last_event_id;
+        let block = self.block;
+        let prefix = &self.prefix;
+        let reading = async {
+            match read {
+                ReadConnection::Raw {
+                    connection,
+                    pending,
+                } => {
+                    read_raw(
+                        connection,
+                        pending,
+                        last_event_id,
+                        block,
+                        prefix,
+                        relevance,
+                        &mut batch,
+                    )
+                    .await
+                }
+                ReadConnection::Multiplexed(connection) => {
+                    read_multiplexed(
+                        connection,
+                        last_event_id,
+                        block,
+                        prefix,
+                        relevance,
+                        &mut batch,
+                    )
+                    .await
+                }
+            }
+        };
+        // A switch announced by the sentinels ends the read at once: the old
+        // master may never answer again. The connection is dropped (its
+        // reply, if any, is unusable), so the next read reconnects.
+        let switched = tokio::select! {
+            outcome = reading => Some(outcome),
+            () = master_switched(&mut self.master_switches) => None,
+        };
+        let Some(read_outcome) = switched else {
+            self.read_connection = None;
+            return Err(StreamError::Command {
+                operation: "XREAD meta:events",
+                cause: redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the sentinels switched master",
+                )),
+            });
+        };
+        let n_entries = match read_outcome {
+            Ok(n_entries) => n_entries,
+            Err(cause) => {
+                // Whatever the connection holds now cannot be trusted.
+                self.read_connection = None;
+                return Err(if cause.is_timeout() {
+                    timed_out("XREAD meta:events", response_timeout)
+                } else {
+                    StreamError::Command {
+                        operation: "XREAD meta:events",
+                        cause,
+                    }
                 });
             }
         };
-        let reply: Value = read_result.map_err(|cause| {
-            if cause.is_timeout() {
-                timed_out("XREAD meta:events", response_timeout)
-            } else {
-                StreamError::Command {
-                    operation: "XREAD meta:events",
-                    cause,
-                }
-            }
-        })?;
-        let entries_and_last_id = stream_entries(reply)
-            .and_then(|entries| last_entry_id(&entries).map(|last_id| (entries, last_id)));
-        let Some((entries, last_id)) = entries_and_last_id else {
+        let Some(last_id) = batch.last_id.clone().filter(|_| n_entries > 0) else {
             // Timed out: nothing after us when it was issued. Nothing wakes
             // us for losses without a new entry (a flush, a trim to empty,
             // an `XDEL` of entries we have not read, a restart), so look now;
             // this also pings the fetch connection and keeps the lag current.
             return self.verify().await;
         };
-        let n_entries = match &entries {
-            Value::Array(items) => items.len() as u64,
-            _ => 0,
-        };
+        let n_entries = n_entries as u64;
         self.status.record_entries_read();
-        let mut batch = EntryBatch::default();
-        batch.add_entries(entries, &self.prefix, relevance);
         // Entries after our old position were deleted before we read them
         // (the stream was trimmed past us): they are lost to us.
         let info = stream_info(fetch).await?;
@@ -354,7 +439,21 @@ impl Tail {
                 last_event_id: self.last_event_id.clone(),
             }));
         }
-        let values = fetch_values(fetch, std::mem::take(&mut batch.keys)).await?;
+        let keys = std::mem::take(&mut batch.keys);
+        let values = match read {
+            // Outside a cluster the values are on the node we read from: on
+            // the raw connection, decoded from its buffer.
+            ReadConnection::Raw {
+                connection,
+                pending,
+            } if self.connector.topology().is_none() => {
+                *pending = Pending::Unknown;
+                let values = fetch_values(MgetConnection::Raw(connection), keys).await?;
+                *pending = Pending::Nothing;
+                values
+            }
+            _ => fetch_values(fetch, keys).await?,
+        };
         let counts = EventCounts {
             n_malformed: batch.counts.n_malformed + values.n_malformed(),
             ..batch.counts
@@ -423,6 +522,129 @@ fn is_transient(error: &StreamError) -> bool {
                 ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
             )
         ))
+}
+
+/// The blocking connection to the node serving `meta:events`.
+async fn open_read_connection(
+    connector: &Connector,
+    response_timeout: Duration,
+    raw: bool,
+) -> Result<ReadConnection, StreamError> {
+    let node = connector.for_key(EVENTS_STREAM).await?;
+    if !raw {
+        return Ok(ReadConnection::Multiplexed(
+            node.multiplexed(Some(response_timeout)).await?,
+        ));
+    }
+    Ok(match node.bulk(response_timeout).await? {
+        BulkConnection::Raw(connection) => ReadConnection::Raw {
+            connection,
+            pending: Pending::Nothing,
+        },
+        BulkConnection::Multiplexed(connection) => ReadConnection::Multiplexed(connection),
+        BulkConnection::Cluster(_) => {
+            ReadConnection::Multiplexed(node.multiplexed(Some(response_timeout)).await?)
+        }
+    })
+}
+
+/// The `XREAD BLOCK` command after `after`.
+fn xread_arguments<'a>(after: &'a str, count: &'a str, block: &'a str) -> [&'a [u8]; 8] {
+    [
+        b"XREAD",
+        b"COUNT",
+        count.as_bytes(),
+        b"BLOCK",
+        block.as_bytes(),
+        b"STREAMS",
+        EVENTS_STREAM.as_bytes(),
+        after.as_bytes(),
+    ]
+}
+
+/// One `XREAD` on a raw connection, its entries added to `batch`; returns
+/// how many there were (0 after a timeout). Cancel safe: the reply is
+/// buffered whole before anything is decoded, and a cancelled wait leaves
+/// `pending` saying which read to wait for again.
+async fn read_raw(
+    connection: &mut RespConnection,
+    pending: &mut Pending,
+    after: &str,
+    block: Duration,
+    prefix: &str,
+    relevance: &mut RelevanceCache,
+    batch: &mut EntryBatch,
+) -> Result<usize, redis::RedisError> {
+    if *pending == Pending::Nothing {
+        let block = (block.as_millis() as u64).to_string();
+        let count = ENTRIES_PER_READ.to_string();
+        connection.push_command(8, xread_arguments(after, &count, &block));
+        *pending = Pending::Unknown;
+        connection.send_request().await?;
+        *pending = Pending::Read {
+            after: after.to_owned(),
+        };
+    }
+    connection.buffer_reply().await?;
+    // Whole in the buffer: decoded without waiting.
+    let decoded = connection
+        .read_reply(|reader| {
+            let n_entries = match reader.frame()? {
+                // `[[stream, entries]]`
+                Frame::Array(1) => {
+                    if reader.frame()? != Frame::Array(2) {
+                        return Err(Short::Protocol("an XREAD stream is not [name, entries]"));
+                    }
+                    let name = reader.frame()?;
+                    reader.skip_children(name)?;
+                    match reader.frame()? {
+                        Frame::Array(n_entries) => n_entries,
+                        _ => return Err(Short::Protocol("XREAD entries are not an array")),
+                    }
+                }
+                Frame::Nil | Frame::Array(0) => 0,
+                Frame::Error(line) => return Ok(Err(server_error(line))),
+                _ => return Err(Short::Protocol("an XREAD reply is not an array")),
+            };
+            for _ in 0..n_entries {
+                let entry = decode_entry(reader)?;
+                batch.add(entry, prefix, relevance);
+            }
+            Ok(Ok(n_entries))
+        })
+        .await;
+    *pending = Pending::Nothing;
+    decoded?
+}
+
+/// One `XREAD` with the redis crate (TLS), its entries added to `batch`.
+async fn read_multiplexed(
+    connection: &mut MultiplexedConnection,
+    after: &str,
+    block: Duration,
+    prefix: &str,
+    relevance: &mut RelevanceCache,
+    batch: &mut EntryBatch,
+) -> Result<usize, redis::RedisError> {
+    let reply: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(ENTRIES_PER_READ)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(EVENTS_STREAM)
+        .arg(after)
+        .query_async(connection)
+        .await?;
+    let Some(entries) = stream_entries(reply) else {
+        return Ok(0);
+    };
+    let Some(last_id) = last_entry_id(&entries) else {
+        return Ok(0);
+    };
+    let n_entries = batch.add_entries(entries, prefix, relevance);
+    batch.last_id = Some(last_id);
+    Ok(n_entries)
 }
 
 /// `XREAD` answers `[[stream, entries]]` (RESP2) or `{stream: entries}`

@@ -277,3 +277,57 @@ async fn the_status_reports_connection_reads_lag_and_reconnects() {
     successor.set_status(status.clone());
     assert_eq!(successor.status().reconnects(), 1);
 }
+
+/// The state task cancels reads whenever a command comes: a read cut short
+/// while its `XREAD` waits (raw connection, reply still due) must lose
+/// nothing, and the next read must not mistake a stale reply for its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cancelled_while_waiting_lose_nothing() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = server.client().get_connection().unwrap();
+    let first = Writer::new(&mut connection, "")
+        .set_file("0a", &[("title", "Before"), ("filePath", "before.mkv")])
+        .flush()
+        .unwrap()
+        .unwrap();
+    let source = Source::connect(&server.url(), "").await.unwrap();
+    let mut tail = source.tail(&first);
+    tail.set_block(std::time::Duration::from_secs(2));
+    let mut projection = Projection::new(relevant());
+    let relevant_properties = projection.relevant().clone();
+    // Cut short while blocked: nothing was written, so every read is
+    // still waiting when it is dropped.
+    for _ in 0..3 {
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            tail.next_batch(&relevant_properties),
+        )
+        .await;
+        assert!(cancelled.is_err(), "nothing was written yet");
+    }
+    let mut writer = Writer::new(&mut connection, "");
+    for index in 0..50 {
+        writer.set_file(
+            &format!("b{index:03}"),
+            &[
+                ("title", "After"),
+                ("filePath", &format!("after-{index}.mkv")),
+            ],
+        );
+    }
+    let target = writer.flush().unwrap().unwrap();
+    follow_until(&mut tail, &mut projection, &target).await;
+    assert_eq!(projection.complete_count(), 50);
+    // Moved back: a read waiting after the old position is not taken for
+    // one after the new.
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        tail.next_batch(&relevant_properties),
+    )
+    .await;
+    assert!(cancelled.is_err(), "nothing after the end");
+    tail.resume_from(&first);
+    let mut again = Projection::new(relevant());
+    follow_until(&mut tail, &mut again, &target).await;
+    assert_eq!(again.complete_count(), 50);
+}

@@ -256,6 +256,10 @@ impl RedisCluster {
         let file_prefix = format!("{prefix}{FILE_KEY_PREFIX}");
         let pattern = format!("{}*", escape_glob(&file_prefix));
         let mut files = Files::new();
+        // Values are read through a cluster connection, which follows
+        // MOVED: right after a failover a node may still list a master
+        // that has handed its slots over.
+        let mut reader = self.connection()?;
         for port in self.master_ports()? {
             let mut connection = self.node_connection(port)?;
             let keys: Vec<String> = redis::cmd("SCAN")
@@ -274,7 +278,7 @@ impl RedisCluster {
                 else {
                     continue;
                 };
-                let value: Option<String> = redis::cmd("GET").arg(&key).query(&mut connection)?;
+                let value: Option<String> = redis::cmd("GET").arg(&key).query(&mut reader)?;
                 if let Some(value) = value.filter(|value| !value.is_empty()) {
                     files
                         .entry(hash_id.to_owned())

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod change;
+mod entries;
 mod library;
 mod names;
 mod tree;

@@ -196,6 +196,15 @@ impl Library {
         self.tree.file_paths()
     }
 
+    /// Where the bytes of file `node` are: its `filePath`, as the
+    /// projection holds it (the tree does not keep a copy); `None` for a
+    /// directory.
+    pub fn source_path(&self, node: NodeRef<'_>) -> Option<&str> {
+        self.projection
+            .file(node.hash_id()?)?
+            .get(metafuse_state::FILE_PATH_PROPERTY)
+    }
+
     /// The relevant properties of the file at `path`.
     pub fn file_metadata(&self, path: &str) -> Option<FileRef<'_>> {
         self.projection.file(self.tree.resolve(path)?.hash_id()?)
@@ -209,6 +218,7 @@ fn build_tree(
     invalidations: &mut Vec<Invalidation>,
 ) -> Tree {
     let mut builder = TreeBuilder::new(previous);
+    builder.reserve(projection.complete_count());
     for (hash_id, file) in projection.complete_files() {
         with_file_spec(rules, hash_id, file, |spec| builder.insert(spec));
     }

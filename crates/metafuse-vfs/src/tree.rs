@@ -39,12 +39,12 @@
 //! chose not to.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
+use crate::entries::Entries;
 use crate::names::{candidate_name, split_rendered_path};
 
 /// Inode number of the root directory (FUSE's `FUSE_ROOT_ID`).
@@ -109,33 +109,38 @@ pub struct Tree {
     total_size_bytes: u64,
 }
 
+/// A name of the tree. One allocation serves everywhere the same name is
+/// held: a file's rendered name is also the key of its directory entry,
+/// and a suffixed name a file holds is the entry's key too (clones share).
+type Name = Arc<str>;
+
 #[derive(Clone, Debug)]
 struct Node {
     parent: u64,
-    /// The name under which the node is visible in its parent; for a file
-    /// that holds its rendered name (almost all of them) it is left empty
-    /// and the name is read from `desired_name`, so it is stored once
-    /// (see [`Node::visible_name`]).
-    name: Box<str>,
+    /// The name under which the node is visible in its parent; `None` for a
+    /// file that holds its rendered name (almost all of them), which is
+    /// then read from `desired_name` (see [`Node::visible_name`]), and for
+    /// the root.
+    name: Option<Name>,
     body: Body,
 }
 
 impl Node {
     /// The name under which the node is visible in its parent.
     fn visible_name(&self) -> &str {
-        match &self.body {
-            // A file's desired name is never empty (see `split_rendered_path`).
-            Body::File(file) if self.name.is_empty() => &file.desired_name,
-            _ => &self.name,
+        match (&self.name, &self.body) {
+            (Some(name), _) => name,
+            (None, Body::File(file)) => &file.desired_name,
+            (None, Body::Directory(_)) => "",
         }
     }
 
-    /// Records the name a file holds, storing it only when it differs from
-    /// the rendered one.
-    fn set_file_name(&mut self, name: &str) {
+    /// Records the name a file holds (`name`, the entry's key), keeping it
+    /// only when it differs from the rendered one.
+    fn set_file_name(&mut self, name: &Name) {
         self.name = match &self.body {
-            Body::File(file) if *file.desired_name == *name => Box::default(),
-            _ => name.into(),
+            Body::File(file) if *file.desired_name == **name => None,
+            _ => Some(name.clone()),
         };
     }
 }
@@ -149,7 +154,7 @@ enum Body {
 #[derive(Clone, Debug, Default)]
 struct DirectoryNode {
     /// Sorted by name bytes, which is the listing order.
-    names: BTreeMap<Box<str>, Slot>,
+    names: Entries<Slot>,
     newest_mtime_ms: i64,
     n_subdirectories: usize,
 }
@@ -157,10 +162,13 @@ struct DirectoryNode {
 #[derive(Clone, Debug)]
 struct FileNode {
     hash_id: Arc<str>,
-    desired_name: Box<str>,
+    desired_name: Name,
     /// Index of the candidate name the file holds (0 = its rendered name).
     level: u32,
-    source_path: Box<str>,
+    /// XXH3-64 of the file's `filePath`: enough to notice that it changed
+    /// (its pages are then stale); the path itself is the projection's
+    /// (see `Library::source_path`), so it is not stored twice.
+    source_path_hash: u64,
     size_bytes: u64,
     mtime_ms: i64,
     ctime_ms: i64,
@@ -200,6 +208,11 @@ impl Slot {
 
     /// Inserts in `(level, hash_id)` order and returns the position.
     fn insert_attempt(&mut self, attempt: Attempt) -> usize {
+        if self.attempts.capacity() == 0 {
+            // Most names have one claimant: room for exactly one, not the
+            // four a first push reserves.
+            self.attempts.reserve_exact(1);
+        }
         let key = (attempt.level, &*attempt.hash_id);
         let position = self
             .attempts
@@ -243,6 +256,10 @@ type InodeHash = fn(&[u8], u64) -> u64;
 /// versions and processes, unlike `std`'s `DefaultHasher`.
 fn xxh3_inode_hash(key: &[u8], seed: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, seed)
+}
+
+fn source_path_hash(source_path: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(source_path.as_bytes())
 }
 
 /// What an inode number is derived from. Ordered (directories first, then
@@ -325,7 +342,7 @@ impl Tree {
             ROOT_INODE,
             Node {
                 parent: ROOT_INODE,
-                name: "".into(),
+                name: None,
                 body: Body::Directory(DirectoryNode::default()),
             },
         );
@@ -389,12 +406,12 @@ impl Tree {
                 ino,
                 Node {
                     parent: ROOT_INODE,
-                    name: "".into(),
+                    name: None,
                     body: Body::File(FileNode {
                         hash_id,
-                        desired_name: "".into(),
+                        desired_name: Name::default(),
                         level: 0,
-                        source_path: "".into(),
+                        source_path_hash: 0,
                         size_bytes: 0,
                         mtime_ms: 0,
                         ctime_ms: 0,
@@ -609,20 +626,20 @@ impl Tree {
                 self.allocate_ino(&InodeKey::Directory(path), previous)
             }
         };
+        self.n_directories += 1;
+        let directory = self.directory_mut(parent);
+        directory.n_subdirectories += 1;
+        let (key, slot) = directory.names.entry(Name::from(name));
+        let displaced_file = slot.file_holder();
+        slot.directory = Some(ino);
         self.nodes.insert(
             ino,
             Node {
                 parent,
-                name: name.into(),
+                name: Some(key),
                 body: Body::Directory(DirectoryNode::default()),
             },
         );
-        self.n_directories += 1;
-        let directory = self.directory_mut(parent);
-        directory.n_subdirectories += 1;
-        let slot = directory.names.entry(name.into()).or_default();
-        let displaced_file = slot.file_holder();
-        slot.directory = Some(ino);
         sink.entry(parent, name);
         sink.inode(parent);
         if let Some(displaced) = displaced_file {
@@ -654,9 +671,11 @@ impl Tree {
             .expect("tree invariant: attached file is in the node table")
             .parent = parent;
         let node = self.file_mut(ino);
-        node.desired_name = desired_name.into();
+        if *node.desired_name != *desired_name {
+            node.desired_name = desired_name.into();
+        }
         node.level = 0;
-        node.source_path = file.source_path.into();
+        node.source_path_hash = source_path_hash(file.source_path);
         node.size_bytes = file.size_bytes;
         node.mtime_ms = file.mtime_ms;
         node.ctime_ms = file.ctime_ms;
@@ -675,12 +694,15 @@ impl Tree {
             let file = self.file_mut(ino);
             file.level = level;
             let hash_id = file.hash_id.clone();
-            let name = candidate_name(&file.desired_name, &hash_id, level).into_owned();
-            let slot = self
-                .directory_mut(directory)
-                .names
-                .entry(name.as_str().into())
-                .or_default();
+            let desired_name = file.desired_name.clone();
+            // The rendered name's key is the file's own desired name (shared,
+            // no allocation); a suffixed one is made once.
+            let candidate = match candidate_name(&desired_name, &hash_id, level) {
+                Cow::Borrowed(_) => desired_name.clone(),
+                Cow::Owned(owned) => Name::from(owned),
+            };
+            let (key, slot) = self.directory_mut(directory).names.entry(candidate);
+            let name = key.clone();
             let previous_holder = slot.file_holder();
             let position = slot.insert_attempt(Attempt {
                 level,
@@ -722,6 +744,10 @@ impl Tree {
                 continue;
             }
             let (ino, retreat_level) = (first.ino, first.level);
+            let key = names
+                .get_key_value(freed_name.as_str())
+                .map(|(key, _)| key.clone())
+                .expect("tree invariant: the freed name is still listed");
             let held_level = self.file(ino).level;
             if held_level == retreat_level {
                 continue;
@@ -737,7 +763,7 @@ impl Tree {
             self.nodes
                 .get_mut(&ino)
                 .expect("tree invariant: retreating file is in the node table")
-                .set_file_name(&freed_name);
+                .set_file_name(&key);
             sink.entry(directory, &freed_name);
         }
     }
@@ -759,12 +785,12 @@ impl Tree {
         for level in levels {
             let name = candidate_name(&desired_name, &hash_id, level);
             let names = &mut self.directory_mut(directory).names;
-            let Some(slot) = names.get_mut(&*name) else {
+            let Some(slot) = names.get_mut(&name) else {
                 continue;
             };
             let was_holder = slot.remove_attempt(ino, &hash_id, level);
             if slot.is_empty() {
-                names.remove(&*name);
+                names.remove(&name);
             }
             if was_holder {
                 sink.entry(directory, &name);
@@ -795,21 +821,22 @@ impl Tree {
                 .nodes
                 .remove(&directory)
                 .expect("tree invariant: pruned directory is in the node table");
+            let name = name.expect("tree invariant: a directory below the root has a name");
             self.n_directories -= 1;
             let parent_directory = self.directory_mut(parent);
             parent_directory.n_subdirectories -= 1;
             let slot = parent_directory
                 .names
-                .get_mut(&*name)
+                .get_mut(&name)
                 .expect("tree invariant: a directory is listed in its parent");
             slot.directory = None;
             if slot.is_empty() {
-                parent_directory.names.remove(&*name);
+                parent_directory.names.remove(&name);
             }
             sink.entry(parent, &name);
             sink.inode(parent);
             // A file that yielded to this directory gets its name back.
-            self.hand_over(parent, vec![name.into()], sink);
+            self.hand_over(parent, vec![name.to_string()], sink);
             directory = parent;
         }
         self.refresh_mtime_upwards(directory, removed_mtime_ms, sink);
@@ -871,8 +898,9 @@ impl Tree {
 
     fn update_file_attributes(&mut self, ino: u64, file: FileSpec<'_>, sink: &mut Sink<'_>) {
         let parent = self.node(ino).parent;
+        let new_source_path_hash = source_path_hash(file.source_path);
         let node = self.file_mut(ino);
-        if *node.source_path == *file.source_path
+        if node.source_path_hash == new_source_path_hash
             && node.size_bytes == file.size_bytes
             && node.mtime_ms == file.mtime_ms
             && node.ctime_ms == file.ctime_ms
@@ -880,9 +908,7 @@ impl Tree {
             return;
         }
         let (old_size_bytes, old_mtime_ms) = (node.size_bytes, node.mtime_ms);
-        if *node.source_path != *file.source_path {
-            node.source_path = file.source_path.into();
-        }
+        node.source_path_hash = new_source_path_hash;
         node.size_bytes = file.size_bytes;
         node.mtime_ms = file.mtime_ms;
         node.ctime_ms = file.ctime_ms;
@@ -912,7 +938,7 @@ impl Tree {
                     }
                 }
                 (Body::File(new), Some(Body::File(old)))
-                    if old.source_path != new.source_path
+                    if old.source_path_hash != new.source_path_hash
                         || old.size_bytes != new.size_bytes
                         || old.mtime_ms != new.mtime_ms
                         || old.ctime_ms != new.ctime_ms =>
@@ -1059,6 +1085,13 @@ impl<'p> TreeBuilder<'p> {
         }
     }
 
+    /// Makes room for `n_files` more files at once (the node tables then
+    /// grow once, not by repeated doubling and rehashing).
+    pub fn reserve(&mut self, n_files: usize) {
+        self.tree.nodes.reserve(n_files);
+        self.tree.file_inodes_by_hash.reserve(n_files);
+    }
+
     /// Adds one file (a second spec for the same hashId replaces the first).
     pub fn insert(&mut self, file: FileSpec<'_>) {
         self.tree
@@ -1079,8 +1112,8 @@ impl<'p> TreeBuilder<'p> {
 
 fn report_entry_differences(
     directory: u64,
-    old: &BTreeMap<Box<str>, Slot>,
-    new: &BTreeMap<Box<str>, Slot>,
+    old: &Entries<Slot>,
+    new: &Entries<Slot>,
     sink: &mut Sink<'_>,
 ) {
     let mut old_entries = old
@@ -1189,14 +1222,6 @@ impl<'t> NodeRef<'t> {
     pub fn hash_id(&self) -> Option<&'t str> {
         match &self.node.body {
             Body::File(file) => Some(&file.hash_id),
-            Body::Directory(_) => None,
-        }
-    }
-
-    /// The file's `filePath` (where its bytes are); `None` for a directory.
-    pub fn source_path(&self) -> Option<&'t str> {
-        match &self.node.body {
-            Body::File(file) => Some(&file.source_path),
             Body::Directory(_) => None,
         }
     }

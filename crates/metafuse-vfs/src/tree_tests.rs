@@ -535,3 +535,55 @@ proptest! {
         }
     }
 }
+
+/// Hash ids for the big-directory test: distinct, and sharing their last 8
+/// characters in pairs, so level-2 suffixes are exercised too.
+fn big_hash_id(index: usize) -> String {
+    format!("h{:03}{:08}", index, index / 2)
+}
+
+/// Paths for the big-directory test: one directory, few rendered names, so
+/// names collide heavily and the directory holds far more entries than a
+/// small directory's inline list.
+fn big_path(path: usize) -> String {
+    match path % 5 {
+        0 => format!("D/n{}.mkv", path % 7),
+        1 => format!("D/n{} [{:08}].mkv", path % 7, path),
+        2 => format!("D/d{}/x.mkv", path % 3),
+        3 => format!("D/n{}.mkv/y.mkv", path % 7),
+        _ => format!("D/e{path}.mkv"),
+    }
+}
+
+proptest! {
+    /// Directories past the inline size (dozens of entries, heavy
+    /// collisions): any order of changes ends in the fresh build's tree.
+    #[test]
+    fn big_directories_give_the_tree_of_the_final_state(
+        operations in proptest::collection::vec((0..120usize, 0..60usize, 0..5u8), 1..300),
+    ) {
+        let mut tree = Tree::new();
+        let mut final_state = std::collections::BTreeMap::new();
+        let mut invalidations = Vec::new();
+        let hash_ids: Vec<String> = (0..120).map(big_hash_id).collect();
+        let paths: Vec<String> = (0..60).map(big_path).collect();
+        for &(file, path, kind) in &operations {
+            if kind == 0 {
+                tree.remove(&hash_ids[file], &mut invalidations);
+                final_state.remove(&file);
+            } else {
+                tree.upsert(spec(&hash_ids[file], &paths[path]), &mut invalidations);
+                final_state.insert(file, path);
+            }
+        }
+        let forward = Tree::build(final_state.iter().map(|(&file, &path)| spec(&hash_ids[file], &paths[path])));
+        let backward = Tree::build(final_state.iter().rev().map(|(&file, &path)| spec(&hash_ids[file], &paths[path])));
+        prop_assert_eq!(snapshot(&tree), snapshot(&forward));
+        prop_assert_eq!(snapshot(&backward), snapshot(&forward));
+        prop_assert_eq!(files_by_path(&tree).len(), final_state.len(), "every file visible once");
+        for &file in final_state.keys() {
+            let node = tree.file_by_hash(&hash_ids[file]).expect("every file is in the tree");
+            prop_assert_eq!(tree.lookup(node.parent_ino(), node.name()).map(|found| found.ino()), Some(node.ino()));
+        }
+    }
+}

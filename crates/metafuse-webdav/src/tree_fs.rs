@@ -247,7 +247,10 @@ impl DavFileSystem for TreeFs {
             let (mut meta, file_path) = {
                 let library = self.library.read();
                 let node = library.resolve(path_text).ok_or(FsError::NotFound)?;
-                let file_path = node.source_path().ok_or(FsError::Forbidden)?.to_owned();
+                let file_path = library
+                    .source_path(node)
+                    .ok_or(FsError::Forbidden)?
+                    .to_owned();
                 (NodeMeta::of(node), file_path)
             };
             let sources = self.sources.clone();

@@ -52,6 +52,7 @@ impl Backend for FixedTree {
                 lag_entries: Some(0),
             },
             rules_error: None,
+            reason: None,
             source: SourceState {
                 mode: "redis".into(),
                 connected: true,

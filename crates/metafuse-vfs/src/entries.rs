@@ -1,0 +1,256 @@
+//! A directory's entries: a map from name to value, sorted by name bytes
+//! (the listing order).
+//!
+//! Most directories hold a handful of entries (a movie's folder holds one
+//! file): a `BTreeMap` would give each of them a whole leaf node (room for
+//! 11 entries, ~600 bytes here). Small directories are a sorted `Vec` of
+//! exactly the room they need instead. Past [`LARGE_ENTRIES`] entries they
+//! become a hash map of the values (a lookup — every path component of
+//! every file placed, every kernel lookup — costs O(1), not a chain of
+//! string comparisons that grows with the directory) beside a `BTreeSet`
+//! of the names for the listing order (touched only when a name comes or
+//! goes).
+
+use std::collections::{BTreeSet, btree_set};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+/// Entries beyond which a directory switches to a `BTreeMap`.
+const LARGE_ENTRIES: usize = 32;
+
+/// Names are shared (`Arc<str>`): see the tree's `Name`.
+type Name = Arc<str>;
+
+#[derive(Clone, Debug)]
+pub(crate) enum Entries<V> {
+    /// Sorted by name; binary searched.
+    Small(Vec<(Name, V)>),
+    Large {
+        values: HashMap<Name, V>,
+        order: BTreeSet<Name>,
+    },
+}
+
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Entries::Small(Vec::new())
+    }
+}
+
+impl<V: Default> Entries<V> {
+    /// The entry `name`, created with a default value when absent (one
+    /// search); returns the map's own key, cloned, to be shared.
+    pub(crate) fn entry(&mut self, name: Name) -> (Name, &mut V) {
+        if let Entries::Small(entries) = self
+            && entries.len() >= LARGE_ENTRIES
+            && entries
+                .binary_search_by(|(key, _)| (**key).cmp(&*name))
+                .is_err()
+        {
+            let entries = std::mem::take(entries);
+            let order = entries.iter().map(|(key, _)| key.clone()).collect();
+            *self = Entries::Large {
+                values: entries.into_iter().collect(),
+                order,
+            };
+        }
+        match self {
+            Entries::Small(entries) => {
+                let position = match entries.binary_search_by(|(key, _)| (**key).cmp(&*name)) {
+                    Ok(position) => position,
+                    Err(position) => {
+                        if entries.capacity() == 0 {
+                            // Room for exactly one: most directories keep one.
+                            entries.reserve_exact(1);
+                        }
+                        entries.insert(position, (name, V::default()));
+                        position
+                    }
+                };
+                let (key, value) = &mut entries[position];
+                (key.clone(), value)
+            }
+            Entries::Large { values, order } => {
+                if !values.contains_key(&*name) {
+                    order.insert(name.clone());
+                    values.insert(name.clone(), V::default());
+                }
+                let (key, value) = values
+                    .get_key_value_mut(&*name)
+                    .expect("the entry was just ensured");
+                (key.clone(), value)
+            }
+        }
+    }
+}
+
+impl<V> Entries<V> {
+    fn position(entries: &[(Name, V)], name: &str) -> Option<usize> {
+        entries.binary_search_by(|(key, _)| (**key).cmp(name)).ok()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&V> {
+        self.get_key_value(name).map(|(_, value)| value)
+    }
+
+    pub(crate) fn get_key_value(&self, name: &str) -> Option<(&Name, &V)> {
+        match self {
+            Entries::Small(entries) => {
+                let (key, value) = &entries[Self::position(entries, name)?];
+                Some((key, value))
+            }
+            Entries::Large { values, .. } => values.get_key_value(name),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        match self {
+            Entries::Small(entries) => {
+                let position = Self::position(entries, name)?;
+                Some(&mut entries[position].1)
+            }
+            Entries::Large { values, .. } => values.get_mut(name),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Option<V> {
+        match self {
+            Entries::Small(entries) => {
+                let position = Self::position(entries, name)?;
+                let (_, value) = entries.remove(position);
+                if entries.is_empty() {
+                    // An emptied directory gives its room back.
+                    *entries = Vec::new();
+                }
+                Some(value)
+            }
+            Entries::Large { values, order } => {
+                let value = values.remove(name)?;
+                order.remove(name);
+                Some(value)
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Entries::Small(entries) => entries.is_empty(),
+            Entries::Large { values, .. } => values.is_empty(),
+        }
+    }
+
+    /// Every entry in name order.
+    pub(crate) fn iter(&self) -> Iter<'_, V> {
+        match self {
+            Entries::Small(entries) => Iter::Small(entries.iter()),
+            Entries::Large { values, order } => Iter::Large {
+                values,
+                order: order.iter(),
+            },
+        }
+    }
+
+    /// Every value in name order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, value)| value)
+    }
+
+    /// Every value, mutably, in no particular order.
+    pub(crate) fn values_mut(&mut self) -> Box<dyn Iterator<Item = &mut V> + '_> {
+        match self {
+            Entries::Small(entries) => Box::new(entries.iter_mut().map(|(_, value)| value)),
+            Entries::Large { values, .. } => Box::new(values.values_mut()),
+        }
+    }
+}
+
+/// [`Entries::iter`].
+pub(crate) enum Iter<'e, V> {
+    Small(std::slice::Iter<'e, (Name, V)>),
+    Large {
+        values: &'e HashMap<Name, V>,
+        order: btree_set::Iter<'e, Name>,
+    },
+}
+
+impl<'e, V> Iterator for Iter<'e, V> {
+    type Item = (&'e Name, &'e V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Small(entries) => entries.next().map(|(key, value)| (key, value)),
+            Iter::Large { values, order } => {
+                let key = order.next()?;
+                let value = values
+                    .get(&**key)
+                    .expect("entries invariant: every ordered name has a value");
+                Some((key, value))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Debug)]
+    enum Operation {
+        Entry(u8, u32),
+        Remove(u8),
+    }
+
+    fn operation() -> impl Strategy<Value = Operation> {
+        prop_oneof![
+            3 => (any::<u8>(), any::<u32>()).prop_map(|(name, value)| Operation::Entry(name, value)),
+            1 => any::<u8>().prop_map(Operation::Remove),
+        ]
+    }
+
+    fn name(index: u8) -> Name {
+        // Names of different lengths and shared prefixes, in byte order.
+        Name::from(format!("{}{index}", "n".repeat(usize::from(index % 3))))
+    }
+
+    proptest! {
+        /// Whatever the operations, the entries behave like a `BTreeMap`
+        /// (same contents, same order), small or large.
+        #[test]
+        fn entries_behave_like_a_btree_map(
+            operations in proptest::collection::vec(operation(), 0..300),
+        ) {
+            let mut entries: Entries<u32> = Entries::default();
+            let mut model: BTreeMap<Name, u32> = BTreeMap::new();
+            for operation in operations {
+                match operation {
+                    Operation::Entry(index, value) => {
+                        let (key, stored) = entries.entry(name(index));
+                        *stored = stored.wrapping_add(value);
+                        let modelled = model.entry(name(index)).or_default();
+                        *modelled = modelled.wrapping_add(value);
+                        prop_assert_eq!(&*key, &*name(index));
+                    }
+                    Operation::Remove(index) => {
+                        prop_assert_eq!(entries.remove(&name(index)), model.remove(&name(index)));
+                    }
+                }
+                for index in [0u8, 1, 100, 255] {
+                    prop_assert_eq!(entries.get(&name(index)), model.get(&name(index)));
+                }
+                prop_assert_eq!(entries.is_empty(), model.is_empty());
+            }
+            let listed: Vec<(String, u32)> =
+                entries.iter().map(|(key, value)| (key.to_string(), *value)).collect();
+            let expected: Vec<(String, u32)> =
+                model.iter().map(|(key, value)| (key.to_string(), *value)).collect();
+            prop_assert_eq!(listed, expected);
+            for value in entries.values_mut() {
+                *value = 0;
+            }
+            prop_assert!(entries.values().all(|value| *value == 0));
+        }
+    }
+}
