@@ -6,6 +6,9 @@
 //! The cluster is measured with several snapshot batch sizes (files per
 //! batch): an `MGET` there holds the keys of one slot only, so the batch
 //! size decides how many keys each one carries.
+//!
+//! For big libraries, fewer runs and batch sizes:
+//! `METAFUSE_BENCH_RUNS=1 METAFUSE_BENCH_BATCHES=1000 cargo run --release -p metafuse-stream --example cluster_snapshot -- 1000000`
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
@@ -13,7 +16,28 @@ use std::time::{Duration, Instant};
 use metafuse_stream::{Projection, Rules, Source, Strategy};
 use metafuse_testkit::{Library, LibrarySpec, RedisCluster, RedisServer, write_library_to_cluster};
 
-const RUNS: usize = 3;
+/// Runs per configuration, `METAFUSE_BENCH_RUNS` (default 3; the median counts).
+fn runs() -> usize {
+    std::env::var("METAFUSE_BENCH_RUNS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .filter(|runs| *runs > 0)
+        .unwrap_or(3)
+}
+
+/// Files per cluster snapshot batch to try, `METAFUSE_BENCH_BATCHES`
+/// (comma-separated; default the current default, then larger).
+fn batch_sizes() -> Vec<usize> {
+    std::env::var("METAFUSE_BENCH_BATCHES")
+        .ok()
+        .map(|text| {
+            text.split(',')
+                .filter_map(|size| size.trim().parse().ok())
+                .collect()
+        })
+        .filter(|sizes: &Vec<usize>| !sizes.is_empty())
+        .unwrap_or_else(|| vec![1_000, 8_000, 32_000])
+}
 
 async fn snapshot_times(
     url: &str,
@@ -21,7 +45,7 @@ async fn snapshot_times(
     relevant: &metafuse_stream::RelevantProperties,
 ) -> Vec<Duration> {
     let mut times = Vec::new();
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let mut source = Source::connect(url, "").await.unwrap();
         if let Some(n_files) = files_per_batch {
             source.set_files_per_snapshot_batch(n_files);
@@ -68,17 +92,18 @@ async fn main() {
     println!("written");
 
     let single = snapshot_times(&server.url(), None, &relevant).await;
+    let median = runs() / 2;
     let mut line = format!(
-        "snapshot of {n_files} files, median of {RUNS}: one node {:?}",
-        single[RUNS / 2]
+        "snapshot of {n_files} files, median of {}: one node {:?}",
+        runs(),
+        single[median]
     );
-    // Files per snapshot batch in the cluster: the old default, then larger.
-    for files_per_batch in [1_000, 8_000, 32_000] {
+    for files_per_batch in batch_sizes() {
         let clustered = snapshot_times(&cluster.url(), Some(files_per_batch), &relevant).await;
         line.push_str(&format!(
             ", 3-master cluster with {files_per_batch}-file batches {:?} ({:.2}x)",
-            clustered[RUNS / 2],
-            clustered[RUNS / 2].as_secs_f64() / single[RUNS / 2].as_secs_f64()
+            clustered[median],
+            clustered[median].as_secs_f64() / single[median].as_secs_f64()
         ));
     }
     println!("{line}");
