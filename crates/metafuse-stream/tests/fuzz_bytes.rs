@@ -6,18 +6,10 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use common::relevant;
 use metafuse_stream::{Projection, Source, Strategy as Bootstrap, TailEvent};
 use metafuse_testkit::RedisServer;
 use proptest::prelude::*;
-
-/// One server for every case (each case starts with `FLUSHALL`).
-fn server() -> &'static RedisServer {
-    static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(|| RedisServer::start().unwrap())
-}
 
 #[derive(Clone, Debug)]
 struct WellFormed {
@@ -68,8 +60,8 @@ fn append(pipeline: &mut redis::Pipeline, fields: &[(&[u8], &[u8])]) {
     command.ignore();
 }
 
-fn write(files: &[WellFormed], junk: &[Junk]) {
-    let mut connection = server().client().get_connection().unwrap();
+fn write(server: &RedisServer, files: &[WellFormed], junk: &[Junk]) {
+    let mut connection = server.client().get_connection().unwrap();
     let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
     let mut pipeline = redis::pipe();
     let mut junk = junk.iter();
@@ -152,9 +144,9 @@ fn check(projection: &Projection, files: &[WellFormed], how: &str) {
     }
 }
 
-async fn run(files: Vec<WellFormed>) {
+async fn run(server: &RedisServer, files: Vec<WellFormed>) {
     for strategy in [Bootstrap::Replay, Bootstrap::Snapshot] {
-        let mut source = Source::connect(&server().url(), "").await.unwrap();
+        let mut source = Source::connect(&server.url(), "").await.unwrap();
         let mut projection = Projection::new(relevant());
         source
             .bootstrap(&mut projection, strategy, |_| {})
@@ -163,8 +155,8 @@ async fn run(files: Vec<WellFormed>) {
         check(&projection, &files, strategy.name());
     }
     // The tail decodes with the redis crate: follow the whole stream.
-    let source = Source::connect(&server().url(), "").await.unwrap();
-    let mut connection = server().client().get_connection().unwrap();
+    let source = Source::connect(&server.url(), "").await.unwrap();
+    let mut connection = server.client().get_connection().unwrap();
     let end: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
         .arg("meta:events")
         .arg("+")
@@ -189,20 +181,25 @@ async fn run(files: Vec<WellFormed>) {
     check(&projection, &files, "tail");
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    #[test]
-    fn byte_soup_never_panics_nor_loses_a_well_formed_file(
+#[test]
+fn byte_soup_never_panics_nor_loses_a_well_formed_file() {
+    // One server for every case (each case starts with `FLUSHALL`), owned
+    // here so it stops with the test (a static one outlived the process).
+    let server = RedisServer::start().unwrap();
+    let config = ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
         files in proptest::collection::vec(well_formed(), 1..6),
         junk in proptest::collection::vec(junk(), 0..18),
-    ) {
-        write(&files, &junk);
+    )| {
+        write(&server, &files, &junk);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(run(files));
-    }
+        runtime.block_on(run(&server, files));
+    });
 }
