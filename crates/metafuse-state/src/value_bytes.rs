@@ -9,8 +9,9 @@
 //!
 //! The representation: a UTF-8 value is stored as it is. A non-UTF-8
 //! `filePath` is stored as `\0` followed by its bytes with every invalid
-//! byte written `\xHH` and every backslash `\\`. No real path holds a NUL
-//! byte, so the marker cannot collide with a stored UTF-8 path, and the
+//! byte written `\xHH` and every backslash `\\`; so is a UTF-8 `filePath`
+//! that starts with a NUL byte. No real path holds a NUL byte, so the
+//! marker cannot collide with a stored UTF-8 path, and the
 //! name shown (`caf\xe9.mkv`) keeps every byte visible and distinct.
 
 use std::borrow::Cow;
@@ -27,7 +28,12 @@ const ESCAPED_MARKER: char = '\0';
 /// else.
 pub fn stored_value<'bytes>(property: &str, bytes: &'bytes [u8]) -> Cow<'bytes, str> {
     if let Ok(text) = std::str::from_utf8(bytes) {
-        return Cow::Borrowed(text);
+        // A UTF-8 `filePath` that itself starts with the marker (hostile
+        // input: no real path holds a NUL) is escaped too, or it would
+        // read back without its first byte.
+        if property != FILE_PATH_PROPERTY || !text.starts_with(ESCAPED_MARKER) {
+            return Cow::Borrowed(text);
+        }
     }
     if property != FILE_PATH_PROPERTY {
         return String::from_utf8_lossy(bytes);
@@ -105,6 +111,14 @@ mod tests {
         let stored = stored_value("filePath", b"films/caf\xe9\\x.mkv");
         assert_eq!(stored, "\0films/caf\\xe9\\\\x.mkv");
         assert_eq!(&*file_path_bytes(&stored), b"films/caf\xe9\\x.mkv");
+    }
+
+    #[test]
+    fn a_utf8_path_starting_with_nul_round_trips() {
+        for bytes in [&b"\0"[..], b"\0a\\b", b"\0\0"] {
+            let stored = stored_value(FILE_PATH_PROPERTY, bytes);
+            assert_eq!(&*file_path_bytes(&stored), bytes);
+        }
     }
 
     proptest! {
