@@ -8,58 +8,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
 
 use metafuse_api::TopologyState;
-use metafuse_rules::Rules;
 use metafuse_service::{Service, ServiceConfig};
-use metafuse_source::FetchedValues;
-use metafuse_state::Projection;
-use metafuse_testkit::{Files, Library, LibrarySpec, RedisCluster, write_library_to_cluster};
-use metafuse_vfs::Library as Tree;
-use support::{Api, MountGuard, http};
-
-/// The paths the default rules give what the cluster holds, computed from
-/// its values without any Redis code under test.
-fn expected_paths(truth: &Files) -> BTreeSet<String> {
-    let rules = Rules::preset("default").expect("default preset");
-    let mut projection = Projection::new(rules.relevant_properties());
-    let mut values = FetchedValues::default();
-    for (hash_id, properties) in truth {
-        for (name, value) in properties {
-            values.push(hash_id, name, Some(value));
-        }
-    }
-    projection.apply_batch(values.iter());
-    Tree::from_projection(projection, Arc::new(rules))
-        .file_paths()
-        .into_iter()
-        .collect()
-}
-
-fn service_paths(service: &Service) -> BTreeSet<String> {
-    service.library().read().file_paths().into_iter().collect()
-}
-
-/// Every file under the mount, as `/relative/path`.
-fn mounted_paths(root: &Path) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        for entry in std::fs::read_dir(&directory).expect("readdir") {
-            let entry = entry.expect("entry");
-            let path = entry.path();
-            if entry.file_type().expect("type").is_dir() {
-                pending.push(path);
-            } else {
-                let relative = path.strip_prefix(root).expect("under root");
-                found.insert(format!("/{}", relative.display()));
-            }
-        }
-    }
-    found
-}
+use metafuse_testkit::{Library, LibrarySpec, RedisCluster, write_library_to_cluster};
+use support::{Api, MountGuard, expected_paths, http, mounted_paths, service_paths};
 
 /// The cluster's masters as health reports them, and whether each was
 /// fetched from.

@@ -143,3 +143,44 @@ pub async fn http(address: SocketAddr, method: &str, path: &str, body: &str) -> 
         .unwrap_or_default();
     (status, body)
 }
+
+/// The paths the default rules give `truth` (a Redis deployment's values),
+/// computed without any Redis code under test.
+pub fn expected_paths(truth: &metafuse_testkit::Files) -> std::collections::BTreeSet<String> {
+    let rules = metafuse_rules::Rules::preset("default").expect("default preset");
+    let mut projection = metafuse_state::Projection::new(rules.relevant_properties());
+    let mut values = metafuse_source::FetchedValues::default();
+    for (hash_id, properties) in truth {
+        for (name, value) in properties {
+            values.push(hash_id, name, Some(value));
+        }
+    }
+    projection.apply_batch(values.iter());
+    metafuse_vfs::Library::from_projection(projection, Arc::new(rules))
+        .file_paths()
+        .into_iter()
+        .collect()
+}
+
+pub fn service_paths(service: &Service) -> std::collections::BTreeSet<String> {
+    service.library().read().file_paths().into_iter().collect()
+}
+
+/// Every file under the mount, as `/relative/path`.
+pub fn mounted_paths(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        for entry in std::fs::read_dir(&directory).expect("readdir") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            if entry.file_type().expect("type").is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(root).expect("under root");
+                found.insert(format!("/{}", relative.display()));
+            }
+        }
+    }
+    found
+}
