@@ -211,6 +211,23 @@ impl Library {
     }
 }
 
+/// Files per message from the rendering thread to the placing one: the
+/// channel then costs nothing per file, and placing starts at once.
+const RENDER_CHUNK_FILES: usize = 1024;
+
+/// Below this many files a build renders and places on one thread (a
+/// thread would cost more than it saves).
+const PARALLEL_BUILD_MIN_FILES: usize = 8 * RENDER_CHUNK_FILES;
+
+/// Builds the tree of every complete file of `projection`, keeping the
+/// inodes of `previous`.
+///
+/// Rendering a file's path (parsing its properties, evaluating the rules)
+/// and placing it in the tree are independent until the placing: with a
+/// second core the paths are rendered on a scoped thread, in chunks and in
+/// projection order, while this thread places the previous chunk. The tree
+/// is the same as a one-thread build's (same files, same order). At 100k
+/// files rendering is about a quarter of a build's time.
 fn build_tree(
     previous: &Tree,
     projection: &Projection,
@@ -219,9 +236,42 @@ fn build_tree(
 ) -> Tree {
     let mut builder = TreeBuilder::new(previous);
     builder.reserve(projection.complete_count());
-    for (hash_id, file) in projection.complete_files() {
-        with_file_spec(rules, hash_id, file, |spec| builder.insert(spec));
+    let parallel = projection.complete_count() >= PARALLEL_BUILD_MIN_FILES
+        && std::thread::available_parallelism().is_ok_and(|cores| cores.get() > 1);
+    if !parallel {
+        for (hash_id, file) in projection.complete_files() {
+            with_file_spec(rules, hash_id, file, |spec| builder.insert(spec));
+        }
+        return builder.finish(invalidations);
     }
+    std::thread::scope(|scope| {
+        // Two chunks in flight: enough to keep both threads busy, little
+        // memory (the rendered paths of ~2k files).
+        let (chunks, rendered_chunks) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(RENDER_CHUNK_FILES);
+            for (hash_id, file) in projection.complete_files() {
+                if let Some(rendered) = render_file(rules, hash_id, file) {
+                    chunk.push(rendered);
+                }
+                if chunk.len() == RENDER_CHUNK_FILES {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(RENDER_CHUNK_FILES));
+                    if chunks.send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            // The placing thread only stops early by panicking; nothing to
+            // report then.
+            let _ = chunks.send(chunk);
+        });
+        for chunk in rendered_chunks {
+            for rendered in &chunk {
+                builder.insert(rendered.spec());
+            }
+        }
+    });
     builder.finish(invalidations)
 }
 
@@ -240,6 +290,46 @@ fn upsert_file(
     }
 }
 
+/// A complete file rendered: its path under the rules and the attributes
+/// the tree needs, borrowing the rest from the projection.
+struct RenderedFile<'p> {
+    hash_id: &'p str,
+    path: String,
+    source_path: &'p str,
+    size_bytes: u64,
+    mtime_ms: i64,
+    ctime_ms: i64,
+}
+
+impl RenderedFile<'_> {
+    fn spec(&self) -> FileSpec<'_> {
+        FileSpec {
+            hash_id: self.hash_id,
+            path: &self.path,
+            source_path: self.source_path,
+            size_bytes: self.size_bytes,
+            mtime_ms: self.mtime_ms,
+            ctime_ms: self.ctime_ms,
+        }
+    }
+}
+
+/// Renders a file; `None` when it has no `filePath`, i.e. is not complete.
+fn render_file<'p>(rules: &Rules, hash_id: &'p str, file: FileRef<'p>) -> Option<RenderedFile<'p>> {
+    let metadata = Metadata::new(file.properties());
+    let source_path = metadata.file_path()?;
+    let path = rules.render(hash_id, &metadata).path;
+    let mtime_ms = metadata.mtime_ms().unwrap_or(0);
+    Some(RenderedFile {
+        hash_id,
+        path,
+        source_path,
+        size_bytes: metadata.size_bytes().unwrap_or(0),
+        mtime_ms,
+        ctime_ms: metadata.ctime_ms().unwrap_or(mtime_ms),
+    })
+}
+
 /// Renders a file and hands its spec to `use_spec`; returns false (and
 /// calls nothing) when the file has no `filePath`, i.e. is not complete.
 fn with_file_spec(
@@ -248,21 +338,13 @@ fn with_file_spec(
     file: FileRef<'_>,
     use_spec: impl FnOnce(FileSpec<'_>),
 ) -> bool {
-    let metadata = Metadata::new(file.properties());
-    let Some(source_path) = metadata.file_path() else {
-        return false;
-    };
-    let rendered = rules.render(hash_id, &metadata);
-    let mtime_ms = metadata.mtime_ms().unwrap_or(0);
-    use_spec(FileSpec {
-        hash_id,
-        path: &rendered.path,
-        source_path,
-        size_bytes: metadata.size_bytes().unwrap_or(0),
-        mtime_ms,
-        ctime_ms: metadata.ctime_ms().unwrap_or(mtime_ms),
-    });
-    true
+    match render_file(rules, hash_id, file) {
+        Some(rendered) => {
+            use_spec(rendered.spec());
+            true
+        }
+        None => false,
+    }
 }
 
 /// A cheap-to-clone handle on a [`Library`] shared by the mount, the API

@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::entries::Entries;
+use crate::entries::{Entries, Listing};
 use crate::names::{candidate_name, split_rendered_path};
 
 /// Inode number of the root directory (FUSE's `FUSE_ROOT_ID`).
@@ -105,6 +105,10 @@ pub struct Tree {
     /// Whether some key of this tree took a probed number (see the module
     /// docs): a builder then settles the new keys in sorted order.
     inode_probed: bool,
+    /// How large directories' listing orders learn of new names:
+    /// [`Listing::Deferred`] only inside a [`TreeBuilder`], which settles
+    /// them before anybody can list.
+    listing: Listing,
     n_directories: usize,
     total_size_bytes: u64,
 }
@@ -351,6 +355,7 @@ impl Tree {
             file_inodes_by_hash: HashMap::new(),
             inode_hash,
             inode_probed: false,
+            listing: Listing::Ordered,
             n_directories: 0,
             total_size_bytes: 0,
         }
@@ -627,9 +632,10 @@ impl Tree {
             }
         };
         self.n_directories += 1;
+        let listing = self.listing;
         let directory = self.directory_mut(parent);
         directory.n_subdirectories += 1;
-        let (key, slot) = directory.names.entry(Name::from(name));
+        let (key, slot) = directory.names.entry(Name::from(name), listing);
         let displaced_file = slot.file_holder();
         slot.directory = Some(ino);
         self.nodes.insert(
@@ -701,7 +707,11 @@ impl Tree {
                 Cow::Borrowed(_) => desired_name.clone(),
                 Cow::Owned(owned) => Name::from(owned),
             };
-            let (key, slot) = self.directory_mut(directory).names.entry(candidate);
+            let listing = self.listing;
+            let (key, slot) = self
+                .directory_mut(directory)
+                .names
+                .entry(candidate, listing);
             let name = key.clone();
             let previous_holder = slot.file_holder();
             let position = slot.insert_attempt(Attempt {
@@ -886,7 +896,7 @@ impl Tree {
     fn newest_child_mtime(&self, directory: u64) -> i64 {
         self.directory(directory)
             .names
-            .values()
+            .values_unordered()
             .filter_map(Slot::visible)
             .map(|child| match &self.node(child).body {
                 Body::Directory(directory) => directory.newest_mtime_ms,
@@ -1079,10 +1089,9 @@ impl<'p> TreeBuilder<'p> {
     /// Starts a tree that will replace `previous` (use `&Tree::new()` for
     /// a first build).
     pub fn new(previous: &'p Tree) -> Self {
-        TreeBuilder {
-            previous,
-            tree: Tree::with_inode_hash(previous.inode_hash),
-        }
+        let mut tree = Tree::with_inode_hash(previous.inode_hash);
+        tree.listing = Listing::Deferred;
+        TreeBuilder { previous, tree }
     }
 
     /// Makes room for `n_files` more files at once (the node tables then
@@ -1101,6 +1110,12 @@ impl<'p> TreeBuilder<'p> {
     /// The finished tree; pushes what the kernel must forget when it
     /// replaces the previous one.
     pub fn finish(mut self, invalidations: &mut Vec<Invalidation>) -> Tree {
+        for node in self.tree.nodes.values_mut() {
+            if let Body::Directory(directory) = &mut node.body {
+                directory.names.settle_order();
+            }
+        }
+        self.tree.listing = Listing::Ordered;
         if self.tree.inode_probed {
             self.tree.settle_probed_inodes(self.previous);
         }
