@@ -33,13 +33,19 @@ type Name = Arc<str>;
 pub(crate) enum Entries<V> {
     /// Sorted by name; binary searched.
     Small(Vec<(Name, V)>),
-    Large {
-        values: HashMap<Name, V>,
-        order: BTreeSet<Name>,
-        /// Names added with the order deferred, not yet in `order`; empty
-        /// outside a bulk build (every ordered read asserts it).
-        unordered: Vec<Name>,
-    },
+    /// Boxed: a directory node is as large as its biggest variant, and
+    /// every file shares the node type, so an inline large variant would
+    /// cost every file node its size (~50 B per node).
+    Large(Box<LargeEntries<V>>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct LargeEntries<V> {
+    values: HashMap<Name, V>,
+    order: BTreeSet<Name>,
+    /// Names added with the order deferred, not yet in `order`; empty
+    /// outside a bulk build (every ordered read asserts it).
+    unordered: Vec<Name>,
 }
 
 /// When a large directory's listing order learns of a new name.
@@ -69,11 +75,11 @@ impl<V: Default> Entries<V> {
         {
             let entries = std::mem::take(entries);
             let order = entries.iter().map(|(key, _)| key.clone()).collect();
-            *self = Entries::Large {
+            *self = Entries::Large(Box::new(LargeEntries {
                 values: entries.into_iter().collect(),
                 order,
                 unordered: Vec::new(),
-            };
+            }));
         }
         match self {
             Entries::Small(entries) => {
@@ -91,11 +97,12 @@ impl<V: Default> Entries<V> {
                 let (key, value) = &mut entries[position];
                 (key.clone(), value)
             }
-            Entries::Large {
-                values,
-                order,
-                unordered,
-            } => {
+            Entries::Large(large) => {
+                let LargeEntries {
+                    values,
+                    order,
+                    unordered,
+                } = &mut **large;
                 if !values.contains_key(&*name) {
                     match listing {
                         Listing::Ordered => {
@@ -129,7 +136,7 @@ impl<V> Entries<V> {
                 let (key, value) = &entries[Self::position(entries, name)?];
                 Some((key, value))
             }
-            Entries::Large { values, .. } => values.get_key_value(name),
+            Entries::Large(large) => large.values.get_key_value(name),
         }
     }
 
@@ -139,7 +146,7 @@ impl<V> Entries<V> {
                 let position = Self::position(entries, name)?;
                 Some(&mut entries[position].1)
             }
-            Entries::Large { values, .. } => values.get_mut(name),
+            Entries::Large(large) => large.values.get_mut(name),
         }
     }
 
@@ -154,11 +161,12 @@ impl<V> Entries<V> {
                 }
                 Some(value)
             }
-            Entries::Large {
-                values,
-                order,
-                unordered,
-            } => {
+            Entries::Large(large) => {
+                let LargeEntries {
+                    values,
+                    order,
+                    unordered,
+                } = &mut **large;
                 let value = values.remove(name)?;
                 if !order.remove(name) {
                     // Only during a bulk build (a file given twice): rare.
@@ -172,18 +180,19 @@ impl<V> Entries<V> {
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             Entries::Small(entries) => entries.is_empty(),
-            Entries::Large { values, .. } => values.is_empty(),
+            Entries::Large(large) => large.values.is_empty(),
         }
     }
 
     /// Puts the names added with [`Listing::Deferred`] in the listing
     /// order: one sort, then a bulk build of the order when it was empty.
     pub(crate) fn settle_order(&mut self) {
-        if let Entries::Large {
-            order, unordered, ..
-        } = self
-            && !unordered.is_empty()
+        if let Entries::Large(large) = self
+            && !large.unordered.is_empty()
         {
+            let LargeEntries {
+                order, unordered, ..
+            } = &mut **large;
             let mut added = std::mem::take(unordered);
             added.sort_unstable();
             if order.is_empty() {
@@ -199,11 +208,12 @@ impl<V> Entries<V> {
     pub(crate) fn iter(&self) -> Iter<'_, V> {
         match self {
             Entries::Small(entries) => Iter::Small(entries.iter()),
-            Entries::Large {
-                values,
-                order,
-                unordered,
-            } => {
+            Entries::Large(large) => {
+                let LargeEntries {
+                    values,
+                    order,
+                    unordered,
+                } = &**large;
                 debug_assert!(
                     unordered.is_empty(),
                     "entries invariant: the listing order is settled before it is read"
@@ -226,7 +236,7 @@ impl<V> Entries<V> {
     pub(crate) fn values_unordered(&self) -> Box<dyn Iterator<Item = &V> + '_> {
         match self {
             Entries::Small(entries) => Box::new(entries.iter().map(|(_, value)| value)),
-            Entries::Large { values, .. } => Box::new(values.values()),
+            Entries::Large(large) => Box::new(large.values.values()),
         }
     }
 
@@ -234,7 +244,7 @@ impl<V> Entries<V> {
     pub(crate) fn values_mut(&mut self) -> Box<dyn Iterator<Item = &mut V> + '_> {
         match self {
             Entries::Small(entries) => Box::new(entries.iter_mut().map(|(_, value)| value)),
-            Entries::Large { values, .. } => Box::new(values.values_mut()),
+            Entries::Large(large) => Box::new(large.values.values_mut()),
         }
     }
 }

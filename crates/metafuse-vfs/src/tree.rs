@@ -43,6 +43,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
+use smallvec::SmallVec;
 
 use crate::entries::{Entries, Listing};
 use crate::names::{candidate_name, split_rendered_path};
@@ -183,7 +184,10 @@ struct Slot {
     directory: Option<u64>,
     /// Sorted by `(level, hash_id)`; the first one holds the name unless a
     /// directory does.
-    attempts: Vec<Attempt>,
+    /// Inline for the first one: most names have exactly one claimant,
+    /// which then costs no allocation of its own (a `Vec` of one: 48 B of
+    /// heap and a `malloc` per name).
+    attempts: SmallVec<[Attempt; 1]>,
 }
 
 #[derive(Clone, Debug)]
@@ -212,11 +216,6 @@ impl Slot {
 
     /// Inserts in `(level, hash_id)` order and returns the position.
     fn insert_attempt(&mut self, attempt: Attempt) -> usize {
-        if self.attempts.capacity() == 0 {
-            // Most names have one claimant: room for exactly one, not the
-            // four a first push reserves.
-            self.attempts.reserve_exact(1);
-        }
         let key = (attempt.level, &*attempt.hash_id);
         let position = self
             .attempts
@@ -1247,5 +1246,29 @@ impl<'t> NodeRef<'t> {
             Body::Directory(directory) => directory.n_subdirectories,
             Body::File(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// Every file of a library costs one node (in a hash map, so its size
+    /// counts again divided by the load factor) and one slot per name it
+    /// tries: the layouts are part of the memory budget (docs/BENCHMARKS.md).
+    /// A field added to either should be a decision, not an accident.
+    #[test]
+    fn nodes_and_slots_keep_their_size() {
+        println!(
+            "Node {} B, Body {} B, FileNode {} B, DirectoryNode {} B, Slot {} B, Attempt {} B",
+            size_of::<Node>(),
+            size_of::<Body>(),
+            size_of::<FileNode>(),
+            size_of::<DirectoryNode>(),
+            size_of::<Slot>(),
+            size_of::<Attempt>(),
+        );
+        assert!(size_of::<Node>() <= 96, "Node is {} B", size_of::<Node>());
+        assert!(size_of::<Slot>() <= 56, "Slot is {} B", size_of::<Slot>());
     }
 }
