@@ -238,40 +238,50 @@ fn build_tree(
     builder.reserve(projection.complete_count());
     let parallel = projection.complete_count() >= PARALLEL_BUILD_MIN_FILES
         && std::thread::available_parallelism().is_ok_and(|cores| cores.get() > 1);
-    if !parallel {
+    let rendered_on_a_thread = parallel
+        && std::thread::scope(|scope| {
+            // Two chunks in flight: enough to keep both threads busy, little
+            // memory (the rendered paths of ~2k files).
+            let (chunks, rendered_chunks) = std::sync::mpsc::sync_channel(2);
+            let renderer = std::thread::Builder::new()
+                .name("tree-render".to_owned())
+                .spawn_scoped(scope, move || {
+                    let mut chunk = Vec::with_capacity(RENDER_CHUNK_FILES);
+                    for (hash_id, file) in projection.complete_files() {
+                        if let Some(rendered) = render_file(rules, hash_id, file) {
+                            chunk.push(rendered);
+                        }
+                        if chunk.len() == RENDER_CHUNK_FILES {
+                            let full = std::mem::replace(
+                                &mut chunk,
+                                Vec::with_capacity(RENDER_CHUNK_FILES),
+                            );
+                            if chunks.send(full).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    // The placing thread only stops early by panicking;
+                    // nothing to report then.
+                    let _ = chunks.send(chunk);
+                });
+            if renderer.is_err() {
+                // No thread to be had (a process or container at its
+                // limit): the build goes on with one.
+                return false;
+            }
+            for chunk in rendered_chunks {
+                for rendered in &chunk {
+                    builder.insert(rendered.spec());
+                }
+            }
+            true
+        });
+    if !rendered_on_a_thread {
         for (hash_id, file) in projection.complete_files() {
             with_file_spec(rules, hash_id, file, |spec| builder.insert(spec));
         }
-        return builder.finish(invalidations);
     }
-    std::thread::scope(|scope| {
-        // Two chunks in flight: enough to keep both threads busy, little
-        // memory (the rendered paths of ~2k files).
-        let (chunks, rendered_chunks) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            let mut chunk = Vec::with_capacity(RENDER_CHUNK_FILES);
-            for (hash_id, file) in projection.complete_files() {
-                if let Some(rendered) = render_file(rules, hash_id, file) {
-                    chunk.push(rendered);
-                }
-                if chunk.len() == RENDER_CHUNK_FILES {
-                    let full =
-                        std::mem::replace(&mut chunk, Vec::with_capacity(RENDER_CHUNK_FILES));
-                    if chunks.send(full).is_err() {
-                        return;
-                    }
-                }
-            }
-            // The placing thread only stops early by panicking; nothing to
-            // report then.
-            let _ = chunks.send(chunk);
-        });
-        for chunk in rendered_chunks {
-            for rendered in &chunk {
-                builder.insert(rendered.spec());
-            }
-        }
-    });
     builder.finish(invalidations)
 }
 

@@ -152,3 +152,69 @@ fn recorded_events_show_in_the_projection_stats() {
     assert_eq!(stats.properties_fetched, 5);
     assert_eq!(stats.last_event_id.as_deref(), Some("1700000000000-4"));
 }
+
+/// Every visible path of a library with its inode, in listing order.
+fn paths_and_inodes(library: &Library) -> Vec<(String, u64)> {
+    library
+        .file_paths()
+        .into_iter()
+        .map(|path| {
+            let ino = library
+                .resolve(&path)
+                .expect("a listed path resolves")
+                .ino();
+            (path, ino)
+        })
+        .collect()
+}
+
+/// A build big enough to render on a second thread (and with directories
+/// large enough for the deferred listing order) gives the same tree as
+/// the same files applied live, one batch at a time: same paths, same
+/// collision suffixes, same inodes, same listing order; and so does a
+/// rules change rebuilt from it.
+#[test]
+fn a_large_bootstrap_equals_the_same_files_applied_live() {
+    let rules = preset("default");
+    let hash_ids: Vec<String> = (0..20_000).map(|index| format!("{index:08x}")).collect();
+    let titles: Vec<String> = (0..400).map(|index| format!("Show {index}")).collect();
+    let episodes: Vec<String> = (0..40).map(|index| format!("{index:02}")).collect();
+    let mut values = Vec::new();
+    for (index, hash_id) in hash_ids.iter().enumerate() {
+        // 400 shows of 40 episodes; the last 4,000 files are second
+        // copies of episodes: collisions, settled by hashId.
+        let title = &titles[index % titles.len()];
+        let number = &episodes[(index / titles.len()) % episodes.len()];
+        values.extend(episode(hash_id, title, number));
+    }
+    let mut projection = Projection::new(rules.relevant_properties());
+    projection.apply_batch(values.iter().copied());
+    let bootstrapped = Library::from_projection(projection, rules.clone());
+    let mut live = Library::new(rules);
+    for batch in values.chunks(999) {
+        live.apply_batch(batch.iter().copied());
+    }
+    assert_eq!(bootstrapped.file_count(), 20_000);
+    assert_eq!(paths_and_inodes(&bootstrapped), paths_and_inodes(&live));
+    // The top directory holds 400 shows: large, so ordered at the end.
+    let shows = |library: &Library| -> Vec<String> {
+        let top = library.resolve("/TV Shows").expect("TV Shows");
+        library
+            .children(top.ino())
+            .expect("a directory")
+            .map(|node| node.name().to_owned())
+            .collect()
+    };
+    let listed = shows(&bootstrapped);
+    assert_eq!(listed.len(), 400);
+    assert!(
+        listed.windows(2).all(|pair| pair[0] < pair[1]),
+        "listing order"
+    );
+    assert_eq!(listed, shows(&live));
+
+    let (mut rebuilt, mut live) = (bootstrapped, live);
+    rebuilt.replace_rules(preset("plex"));
+    live.replace_rules(preset("plex"));
+    assert_eq!(paths_and_inodes(&rebuilt), paths_and_inodes(&live));
+}
