@@ -603,31 +603,33 @@ impl Tree {
         sink: &mut Sink<'_>,
     ) -> u64 {
         let mut parent = ROOT_INODE;
-        for component in components {
+        for (depth, component) in components.iter().enumerate() {
             parent = match self.child_directory(parent, component) {
                 Some(directory) => directory,
-                None => self.create_directory(parent, component, previous, sink),
+                None => self.create_directory(parent, &components[..=depth], previous, sink),
             };
         }
         parent
     }
 
+    /// Creates the directory at `path` (its components from the root; the
+    /// last one is its name) in `parent`, the directory of the others.
     fn create_directory(
         &mut self,
         parent: u64,
-        name: &str,
+        path: &[Cow<'_, str>],
         previous: Option<&Tree>,
         sink: &mut Sink<'_>,
     ) -> u64 {
+        let name: &str = path.last().expect("a directory path has a name");
         let ino = match previous.and_then(|old| old.child_directory(parent, name)) {
             Some(ino) => ino,
             None => {
-                let mut path = self.relative_path_of(parent);
-                if !path.is_empty() {
-                    path.push('/');
-                }
-                path.push_str(name);
-                self.allocate_ino(&InodeKey::Directory(path), previous)
+                // The components are the directories' names (a directory
+                // always holds its name), so this is `relative_path_of`
+                // without walking up the tree.
+                let relative_path = path.join("/");
+                self.allocate_ino(&InodeKey::Directory(relative_path), previous)
             }
         };
         self.n_directories += 1;
@@ -694,7 +696,9 @@ impl Tree {
     /// Makes `ino` attempt candidate `level` in `directory`, then settles
     /// every file that this displaces (each one attempting its next level).
     fn place(&mut self, directory: u64, ino: u64, level: u32, sink: &mut Sink<'_>) {
-        let mut pending = vec![(ino, level)];
+        // Almost always one placement and no displacement: no allocation.
+        let mut pending: SmallVec<[(u64, u32); 4]> = SmallVec::new();
+        pending.push((ino, level));
         while let Some((ino, level)) = pending.pop() {
             let file = self.file_mut(ino);
             file.level = level;
