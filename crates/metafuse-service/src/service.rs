@@ -115,11 +115,23 @@ impl Service {
     /// that leader's source is unreachable.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let initial = initial_rules(&config.rules)?;
+        let checkpoint_file = config.state_dir.as_deref().map(checkpoint_path);
+        // Read and decoded on a blocking thread while discovery runs: at a
+        // million files that is ~100 MB and half a second of CPU, which
+        // must not stall a runtime worker.
+        let loading = checkpoint_file
+            .clone()
+            .map(|path| tokio::task::spawn_blocking(move || load_checkpoint(&path)));
         let leader = metafuse_leader::discover(&config.discovery).await?;
         let relevant = initial.rules.relevant_properties();
-        let checkpoint_file = config.state_dir.as_deref().map(checkpoint_path);
+        let loaded = match loading {
+            None => None,
+            Some(loading) => Some(loading.await.unwrap_or_else(|error| {
+                LoadedCheckpoint::Unusable(format!("loading the checkpoint failed: {error}"))
+            })),
+        };
         let mut checkpoint_problem = None;
-        let mut checkpoint = match checkpoint_file.as_deref().map(load_checkpoint) {
+        let mut checkpoint = match loaded {
             None | Some(LoadedCheckpoint::Absent) => None,
             Some(LoadedCheckpoint::Unusable(problem)) => {
                 tracing::warn!("{problem}; bootstrapping in full");
@@ -150,7 +162,15 @@ impl Service {
         );
         projection.record_bootstrap(report.strategy_used.name(), report.elapsed);
         let build_started = Instant::now();
-        let library = Library::from_projection(projection, Arc::new(initial.rules));
+        // A whole-tree build is CPU for a while (seconds at a million
+        // files): off the runtime's workers.
+        let rules = Arc::new(initial.rules);
+        let library =
+            tokio::task::spawn_blocking(move || Library::from_projection(projection, rules))
+                .await
+                // Only a panic of the build ends it early (a blocking task is
+                // never cancelled while awaited): it stays a panic.
+                .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
         tracing::info!(
             n_files = library.file_count(),
             n_directories = library.directory_count(),
