@@ -1100,7 +1100,11 @@ impl<'p> TreeBuilder<'p> {
     /// Makes room for `n_files` more files at once (the node tables then
     /// grow once, not by repeated doubling and rehashing).
     pub fn reserve(&mut self, n_files: usize) {
-        self.tree.nodes.reserve(n_files);
+        // The tree being replaced tells how many directories come with the
+        // files (as many again in a library of one folder per movie): a
+        // rebuild then never grows its node table halfway through.
+        let n_nodes = n_files.max(self.previous.nodes.len());
+        self.tree.nodes.reserve(n_nodes);
         self.tree.file_inodes_by_hash.reserve(n_files);
     }
 
