@@ -197,15 +197,12 @@ fn raise_read_ahead(mountpoint: &Path) {
 fn mount_device(canonical: &Path) -> Option<String> {
     let mount_table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = canonical.as_os_str().to_string_lossy();
-    mount_table
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let device = fields.nth(2)?;
-            let mount_point = fields.nth(1)?;
-            (unescape_mount_point(mount_point) == wanted).then(|| device.to_owned())
-        })
-        .last()
+    mount_table.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let device = fields.nth(2)?;
+        let mount_point = fields.nth(1)?;
+        (unescape_mount_point(mount_point) == wanted).then(|| device.to_owned())
+    })
 }
 
 /// Mount table fields escape space, tab, newline and backslash as `\ooo`.
