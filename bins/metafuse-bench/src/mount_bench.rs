@@ -225,7 +225,7 @@ impl ReadCache {
         match self {
             ReadCache::Cold(CacheEviction::DropCaches) => "cold (drop_caches)",
             ReadCache::Cold(CacheEviction::Fadvise) => "cold (fadvise DONTNEED)",
-            ReadCache::WarmSource => "warm source, mount evicted",
+            ReadCache::WarmSource => "warm source",
             ReadCache::Reread => "re-read (page cache)",
         }
     }
@@ -961,14 +961,18 @@ fn report_json(report: &Report) -> serde_json::Value {
             "to_visible_from_write_sent": latency_json(&latency.visible_from_sent),
             "lost": latency.n_lost,
         })),
-        "read": report.read.as_ref().map(read_json),
+        "read": report.read.as_ref().map(|read| read_json(read, false)),
+        "reread": report.read.as_ref().map(|read| read_json(read, true)),
     })
 }
 
-/// The read figures as JSON (shared with `scale`).
-pub(crate) fn read_json(read: &ReadReport) -> serde_json::Value {
+/// The read figures as JSON (shared with `scale`): the re-reads when
+/// `rereads`, else the others (cold and warm source, one list since
+/// before re-reads were measured).
+pub(crate) fn read_json(read: &ReadReport, rereads: bool) -> serde_json::Value {
     read.figures
         .iter()
+        .filter(|figures| (figures.cache == ReadCache::Reread) == rereads)
         .map(|figures| {
             let (direct, through) = figures.throughputs(read.bytes);
             json!({

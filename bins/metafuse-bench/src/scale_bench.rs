@@ -793,6 +793,7 @@ fn report_json(report: &ScaleReport) -> serde_json::Value {
         "anchor_raw_xrange": anchor(&report.anchor_xrange),
         "tail_drain_raw": report.tail_drain.as_ref().map(drain_json),
         "tail_drain_redis_crate": report.tail_drain_typed.as_ref().map(drain_json),
-        "reads": report.reads.as_ref().map(read_json),
+        "reads": report.reads.as_ref().map(|reads| read_json(reads, false)),
+        "rereads": report.reads.as_ref().map(|reads| read_json(reads, true)),
     })
 }
