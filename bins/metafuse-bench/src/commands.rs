@@ -21,7 +21,8 @@ enum Command {
     /// Every figure of issue 13 in one run against one Redis (a private
     /// one by default): start, memory, burst, latency under churn, rules
     /// changes with reader stalls, tail drain, beside the raw `MGET` and
-    /// `XRANGE` anchors (needs root and /dev/fuse).
+    /// `XRANGE` anchors, and sequential reads through the mount beside a
+    /// direct read (needs root and /dev/fuse).
     Scale(crate::scale_bench::ScaleArgs),
     /// Write a synthetic library to Redis (after FLUSHDB).
     Seed {

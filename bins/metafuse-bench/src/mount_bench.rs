@@ -168,35 +168,78 @@ pub(crate) struct LatencyFigures {
 
 /// The fastest of the `dd` pairs of one kind.
 #[derive(Debug)]
-struct ReadFigures {
-    passthrough_wanted: bool,
-    passthrough_active: bool,
-    /// `None` for warm reads: the source is in the page cache, the mount's
-    /// own cached pages are not.
-    cold: Option<CacheEviction>,
-    direct: Duration,
-    through_mount: Duration,
+pub(crate) struct ReadFigures {
+    pub(crate) passthrough_wanted: bool,
+    pub(crate) passthrough_active: bool,
+    pub(crate) cache: ReadCache,
+    pub(crate) direct: Duration,
+    pub(crate) through_mount: Duration,
+}
+
+impl ReadFigures {
+    /// GB/s (1e9 bytes) of the direct read and of the read through the mount.
+    pub(crate) fn throughputs(&self, bytes: u64) -> (f64, f64) {
+        (
+            gigabytes_per_second(bytes, self.direct),
+            gigabytes_per_second(bytes, self.through_mount),
+        )
+    }
+
+    /// Throughput through the mount as a fraction of the direct read's.
+    pub(crate) fn ratio(&self) -> f64 {
+        self.direct.as_secs_f64() / self.through_mount.as_secs_f64().max(1e-9)
+    }
+
+    /// Whether the ratio meets issue 13's target for its kind of read.
+    pub(crate) fn target_met(&self) -> bool {
+        self.ratio() >= TARGET_READ_RATIO
+    }
+}
+
+/// Every read figure of one run, with what they were measured on.
+#[derive(Debug, Default)]
+pub(crate) struct ReadReport {
+    /// Size of the file read.
+    pub(crate) bytes: u64,
+    /// Timed reads of each kind; the fastest is kept.
+    pub(crate) runs: usize,
+    pub(crate) figures: Vec<ReadFigures>,
+}
+
+/// Where the bytes of a read come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadCache {
+    /// Nothing cached: neither the source nor the mount's own pages.
+    Cold(CacheEviction),
+    /// The source in the page cache, the mount's own pages evicted: with
+    /// passthrough the source's pages, without it every byte crosses FUSE.
+    WarmSource,
+    /// The same file read again, closed and opened in between, nothing
+    /// evicted: without passthrough the mount's own pages (kept across
+    /// opens of an unchanged file), with it the source's.
+    Reread,
+}
+
+impl ReadCache {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            ReadCache::Cold(CacheEviction::DropCaches) => "cold (drop_caches)",
+            ReadCache::Cold(CacheEviction::Fadvise) => "cold (fadvise DONTNEED)",
+            ReadCache::WarmSource => "warm source",
+            ReadCache::Reread => "re-read (page cache)",
+        }
+    }
 }
 
 /// How the page cache was emptied before a cold read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CacheEviction {
+pub(crate) enum CacheEviction {
     /// `echo 3 > /proc/sys/vm/drop_caches`.
     DropCaches,
     /// `dd iflag=nocache count=0` (`POSIX_FADV_DONTNEED`) on the file read:
     /// the same for a sequential read of that file, without emptying the
     /// caches of everything else on a shared machine.
     Fadvise,
-}
-
-impl CacheEviction {
-    fn describe(cold: Option<CacheEviction>) -> &'static str {
-        match cold {
-            Some(CacheEviction::DropCaches) => "cold (drop_caches)",
-            Some(CacheEviction::Fadvise) => "cold (fadvise DONTNEED)",
-            None => "warm source",
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -207,9 +250,7 @@ struct Report {
     start: Duration,
     find: Option<FindFigures>,
     latency: Option<LatencyFigures>,
-    read: Vec<ReadFigures>,
-    read_bytes: u64,
-    read_runs: usize,
+    read: Option<ReadReport>,
 }
 
 pub(crate) fn run(runtime: &Runtime, options: MountBenchOptions) -> anyhow::Result<()> {
@@ -304,7 +345,7 @@ pub(crate) fn run(runtime: &Runtime, options: MountBenchOptions) -> anyhow::Resu
             Scenario::Latency => {
                 measure_latency(&context).map(|figures| report.latency = Some(figures))
             }
-            Scenario::Read => measure_read(&context, &mut report),
+            Scenario::Read => measure_read(&context).map(|figures| report.read = Some(figures)),
         };
         if let Err(error) = result {
             // Ctrl-C also reaches `find` and `dd`: their failure is not news.
@@ -652,7 +693,11 @@ fn timed_dd(path: &Path, expected_bytes: u64) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
-fn measure_read(context: &ScenarioContext<'_>, report: &mut Report) -> anyhow::Result<()> {
+/// Sequential reads of a `read_mib` MiB file, directly and through the
+/// mount, with and without passthrough: cold, from a warm source, and
+/// re-read (see `ReadCache`). The file is added to the library for the
+/// measurement and removed after it.
+pub(crate) fn measure_read(context: &ScenarioContext<'_>) -> anyhow::Result<ReadReport> {
     let read_bytes = context.options.read_mib << 20;
     let (relative, source_path) = ensure_big_file(context.files_root, context.options.read_mib)?;
     context.interrupted.check()?;
@@ -683,49 +728,34 @@ fn measure_read(context: &ScenarioContext<'_>, report: &mut Report) -> anyhow::R
             .and_then(|node| tree.path_of(node.ino()))
             .with_context(|| format!("the read file {} is not in the tree", probe.hash_id))?
     };
-    let runs = context.options.read_runs.max(1);
-    let drop_caches = context.options.drop_caches;
+    let mut report = ReadReport {
+        bytes: read_bytes,
+        runs: context.options.read_runs.max(1),
+        figures: Vec::new(),
+    };
     let outcome = (|| {
         for passthrough in [true, false] {
             let mount = context.mount(passthrough)?;
             let through_mount = mount.mountpoint.join(virtual_path.trim_start_matches('/'));
-            for cold in [true, false] {
-                if !cold {
-                    // Untimed: the source in the page cache.
-                    timed_dd(&source_path, read_bytes)?;
-                }
-                let mut eviction = None;
-                let mut best_direct = Duration::MAX;
-                let mut best_through_mount = Duration::MAX;
-                // Alternated, so a disturbance on the shared machine does
-                // not hit only one side.
-                for _ in 0..runs {
-                    context.interrupted.check()?;
-                    if cold {
-                        eviction = Some(evict(&[&source_path], drop_caches)?);
-                    }
-                    best_direct = best_direct.min(timed_dd(&source_path, read_bytes)?);
-                    context.interrupted.check()?;
-                    if cold {
-                        // The mount's own page cache (without passthrough)
-                        // and the source it reads from.
-                        evict(&[&source_path, &through_mount], drop_caches)?;
-                    } else {
-                        // Without passthrough the kernel keeps the mount's
-                        // own copy of the pages: a warm reread would never
-                        // reach the filesystem. Evicted, every byte crosses
-                        // FUSE from a warm source.
-                        evict_file(&through_mount)?;
-                    }
-                    best_through_mount =
-                        best_through_mount.min(timed_dd(&through_mount, read_bytes)?);
-                }
-                report.read.push(ReadFigures {
+            for cache in [
+                ReadCache::Cold(CacheEviction::Fadvise),
+                ReadCache::WarmSource,
+                ReadCache::Reread,
+            ] {
+                let (direct, through, cache) = timed_read_pairs(
+                    context,
+                    &source_path,
+                    &through_mount,
+                    read_bytes,
+                    report.runs,
+                    cache,
+                )?;
+                report.figures.push(ReadFigures {
                     passthrough_wanted: passthrough,
                     passthrough_active: mount.passthrough_active(),
-                    cold: eviction,
-                    direct: best_direct,
-                    through_mount: best_through_mount,
+                    cache,
+                    direct,
+                    through_mount: through,
                 });
             }
             mount.unmount()?;
@@ -733,10 +763,61 @@ fn measure_read(context: &ScenarioContext<'_>, report: &mut Report) -> anyhow::R
         anyhow::Ok(())
     })();
     let removed = remove_probes(&mut connection, &context.options.prefix, &[probe]);
-    report.read_bytes = read_bytes;
-    report.read_runs = runs;
     outcome?;
-    removed
+    removed?;
+    Ok(report)
+}
+
+/// The fastest of `runs` reads of the source and of the same file through
+/// the mount, alternated so that a disturbance on the shared machine does
+/// not hit only one side, with the caches prepared as `cache` says.
+/// Returns the eviction actually used for cold reads.
+fn timed_read_pairs(
+    context: &ScenarioContext<'_>,
+    source_path: &Path,
+    through_mount: &Path,
+    read_bytes: u64,
+    runs: usize,
+    cache: ReadCache,
+) -> anyhow::Result<(Duration, Duration, ReadCache)> {
+    let drop_caches = context.options.drop_caches;
+    let mut cache_used = cache;
+    match cache {
+        ReadCache::Cold(_) => {}
+        // Untimed: the source in the page cache.
+        ReadCache::WarmSource => {
+            timed_dd(source_path, read_bytes)?;
+        }
+        // Untimed: both in the page cache (what a first read leaves).
+        ReadCache::Reread => {
+            timed_dd(source_path, read_bytes)?;
+            timed_dd(through_mount, read_bytes)?;
+        }
+    }
+    let mut best_direct = Duration::MAX;
+    let mut best_through_mount = Duration::MAX;
+    for _ in 0..runs {
+        context.interrupted.check()?;
+        if let ReadCache::Cold(_) = cache {
+            cache_used = ReadCache::Cold(evict(&[source_path], drop_caches)?);
+        }
+        best_direct = best_direct.min(timed_dd(source_path, read_bytes)?);
+        context.interrupted.check()?;
+        match cache {
+            // The mount's own page cache (without passthrough) and the
+            // source it reads from.
+            ReadCache::Cold(_) => {
+                evict(&[source_path, through_mount], drop_caches)?;
+            }
+            // Without passthrough the kernel keeps the mount's own copy
+            // of the pages: evicted, every byte crosses FUSE from a warm
+            // source.
+            ReadCache::WarmSource => evict_file(through_mount)?,
+            ReadCache::Reread => {}
+        }
+        best_through_mount = best_through_mount.min(timed_dd(through_mount, read_bytes)?);
+    }
+    Ok((best_direct, best_through_mount, cache_used))
 }
 
 /// The `quantile` (0..=1) of sorted durations, nearest rank.
@@ -826,27 +907,28 @@ fn print_report(report: &Report) {
             );
         }
     }
-    if !report.read.is_empty() {
+    if let Some(read) = &report.read {
         println!();
         println!(
             "sequential read of {} MiB with dd bs=1M, fastest of {} runs (GB = 1e9 bytes)",
-            report.read_bytes >> 20,
-            report.read_runs
+            read.bytes >> 20,
+            read.runs
         );
         println!(
-            "  passthrough asked/active  page cache                direct GB/s  mount GB/s    ratio   target (>= {:.0}%)",
+            "  passthrough asked/active  page cache                   direct GB/s  mount GB/s    ratio   target (>= {:.0}%)",
             TARGET_READ_RATIO * 100.0
         );
-        for read in &report.read {
-            let direct = gigabytes_per_second(report.read_bytes, read.direct);
-            let through = gigabytes_per_second(report.read_bytes, read.through_mount);
-            let ratio = through / direct.max(1e-9);
+        for figures in &read.figures {
+            let (direct, through) = figures.throughputs(read.bytes);
             println!(
-                "  {:<25} {:<25} {direct:>11.2} {through:>11.2} {:>7.0}%   {}",
-                format!("{} / {}", read.passthrough_wanted, read.passthrough_active),
-                CacheEviction::describe(read.cold),
-                ratio * 100.0,
-                verdict(ratio >= TARGET_READ_RATIO)
+                "  {:<25} {:<28} {direct:>11.2} {through:>11.2} {:>7.0}%   {}",
+                format!(
+                    "{} / {}",
+                    figures.passthrough_wanted, figures.passthrough_active
+                ),
+                figures.cache.describe(),
+                figures.ratio() * 100.0,
+                verdict(figures.target_met())
             );
         }
     }
@@ -879,21 +961,32 @@ fn report_json(report: &Report) -> serde_json::Value {
             "to_visible_from_write_sent": latency_json(&latency.visible_from_sent),
             "lost": latency.n_lost,
         })),
-        "read": report.read.iter().map(|read| {
-            let direct = gigabytes_per_second(report.read_bytes, read.direct);
-            let through = gigabytes_per_second(report.read_bytes, read.through_mount);
+        "read": report.read.as_ref().map(|read| read_json(read, false)),
+        "reread": report.read.as_ref().map(|read| read_json(read, true)),
+    })
+}
+
+/// The read figures as JSON (shared with `scale`): the re-reads when
+/// `rereads`, else the others (cold and warm source, one list since
+/// before re-reads were measured).
+pub(crate) fn read_json(read: &ReadReport, rereads: bool) -> serde_json::Value {
+    read.figures
+        .iter()
+        .filter(|figures| (figures.cache == ReadCache::Reread) == rereads)
+        .map(|figures| {
+            let (direct, through) = figures.throughputs(read.bytes);
             json!({
-                "bytes": report.read_bytes,
-                "passthrough_wanted": read.passthrough_wanted,
-                "passthrough_active": read.passthrough_active,
+                "bytes": read.bytes,
+                "passthrough_wanted": figures.passthrough_wanted,
+                "passthrough_active": figures.passthrough_active,
                 "direct_gb_per_second": direct,
                 "mount_gb_per_second": through,
-                "ratio": through / direct.max(1e-9),
-                "page_cache": CacheEviction::describe(read.cold),
-                "runs": report.read_runs,
+                "ratio": figures.ratio(),
+                "page_cache": figures.cache.describe(),
+                "runs": read.runs,
             })
-        }).collect::<Vec<_>>(),
-    })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //!   a reader waited meanwhile, through the mount and on the tree's lock;
 //! - anchors: raw pipelined `MGET` of the exact snapshot keys, raw `XRANGE`
 //!   of the whole stream;
-//! - the live tail draining the whole stream as a backlog.
+//! - the live tail draining the whole stream as a backlog;
+//! - sequential reads through the mount without passthrough (cold, from a
+//!   warm source, re-read) and with it, each beside a direct read of the
+//!   same file (the mount bench's `read` scenario).
 //!
 //! The library is seeded by a child process, so the seeding's own memory
 //! never counts in this process's figures.
@@ -32,8 +35,8 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 
 use crate::mount_bench::{
-    Interrupted, LatencyFigures, LiveMount, MountBenchOptions, MountSlot, ScenarioContext,
-    measure_latency, milliseconds, now_ms, quantile,
+    Interrupted, LatencyFigures, LiveMount, MountBenchOptions, MountSlot, ReadReport,
+    ScenarioContext, measure_latency, measure_read, milliseconds, now_ms, quantile, read_json,
 };
 
 /// What `metafuse-bench scale` measures.
@@ -65,6 +68,13 @@ pub(crate) struct ScaleArgs {
     /// Skip the tail drain (it re-reads the whole stream).
     #[arg(long)]
     no_tail_drain: bool,
+    /// Size of the file read sequentially (directly and through the
+    /// mount), in MiB; 0 skips the reads.
+    #[arg(long, default_value_t = 1024)]
+    read_mib: u64,
+    /// Timed reads of each kind; the fastest is reported.
+    #[arg(long, default_value_t = 3)]
+    read_runs: usize,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -153,6 +163,7 @@ struct ScaleReport {
     anchor_xrange: AnchorFigures,
     tail_drain: Option<TailDrain>,
     tail_drain_typed: Option<TailDrain>,
+    reads: Option<ReadReport>,
 }
 
 #[derive(Debug, Default)]
@@ -347,8 +358,8 @@ fn measure_live(
         mountpoint: Some(paths.mountpoint.to_owned()),
         scenarios: Vec::new(),
         latency_samples: arguments.latency_samples,
-        read_mib: 0,
-        read_runs: 0,
+        read_mib: arguments.read_mib,
+        read_runs: arguments.read_runs,
         drop_caches: false,
         json: false,
     };
@@ -397,6 +408,14 @@ fn measure_live(
         from.clone_from(to);
     }
     mount.unmount()?;
+
+    if arguments.read_mib > 0 {
+        eprintln!(
+            "sequential reads of {} MiB, directly and through the mount",
+            arguments.read_mib
+        );
+        report.reads = Some(measure_read(&context)?);
+    }
     Ok(())
 }
 
@@ -698,6 +717,22 @@ fn print_report(report: &ScaleReport) {
             rate / xrange.rate().max(1e-9)
         );
     }
+    if let Some(reads) = &report.reads {
+        for figures in &reads.figures {
+            let (direct, through) = figures.throughputs(reads.bytes);
+            let passthrough = if figures.passthrough_active {
+                "passthrough"
+            } else {
+                "no passthrough"
+            };
+            println!(
+                "{:<48} {:>14}  direct read {direct:.2} GB/s: {:.0}% of it",
+                format!("read {}, {}", passthrough, figures.cache.describe()),
+                format!("{through:.2} GB/s"),
+                figures.ratio() * 100.0
+            );
+        }
+    }
 }
 
 fn drain_json(drain: &TailDrain) -> serde_json::Value {
@@ -758,5 +793,7 @@ fn report_json(report: &ScaleReport) -> serde_json::Value {
         "anchor_raw_xrange": anchor(&report.anchor_xrange),
         "tail_drain_raw": report.tail_drain.as_ref().map(drain_json),
         "tail_drain_redis_crate": report.tail_drain_typed.as_ref().map(drain_json),
+        "reads": report.reads.as_ref().map(|reads| read_json(reads, false)),
+        "rereads": report.reads.as_ref().map(|reads| read_json(reads, true)),
     })
 }

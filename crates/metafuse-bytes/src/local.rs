@@ -46,8 +46,17 @@ impl LocalSource {
     /// Reads exactly `size` bytes at `offset`, fewer only at end of file.
     pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
         let mut buffer = vec![0; size];
+        let filled = self.read_into(offset, &mut buffer)?;
+        buffer.truncate(filled);
+        Ok(buffer)
+    }
+
+    /// Fills `buffer` from `offset`, short only at end of file; returns
+    /// how many bytes were read. For callers that reuse one buffer across
+    /// reads (the mount), saving an allocation and its zeroing per read.
+    pub fn read_into(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
-        while filled < size {
+        while filled < buffer.len() {
             match self
                 .file
                 .read_at(&mut buffer[filled..], offset + filled as u64)
@@ -58,7 +67,6 @@ impl LocalSource {
                 Err(error) => return Err(error),
             }
         }
-        buffer.truncate(filled);
-        Ok(buffer)
+        Ok(filled)
     }
 }

@@ -3,6 +3,7 @@
 //! (and the reply that the kernel caches, see `lookup`), never across the
 //! IO of reading a source.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -121,6 +122,18 @@ impl ListingReply for ReplyDirectoryPlus {
     fn error(self, errno: Errno) {
         ReplyDirectoryPlus::error(self, errno);
     }
+}
+
+/// Largest read whose buffer a session thread keeps for the next one: the
+/// kernel's default cap on one request (256 pages, `fs.fuse.max_pages_limit`).
+/// A larger request (a raised limit) gets a buffer of its own.
+const KEPT_READ_BUFFER_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The bytes of the current read of this session thread, reused from
+    /// one read to the next: a fresh `Vec` per request cost an allocation
+    /// and the zeroing of every byte before `pread` overwrote it.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Block size reported by `statfs`.
@@ -390,16 +403,43 @@ impl MetafuseFilesystem {
         }
     }
 
-    fn read_open_file(&self, handle: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        // Clone what the read needs so that no lock is held during IO.
-        let source = match self.open_files.lock().get(&handle.0) {
-            Some(open_file) => open_file.source.clone(),
-            None => return Err(Errno::EBADF),
+    /// The source of an open file; cloned so that no lock is held during IO.
+    fn open_source_of(&self, handle: FileHandle) -> Result<Arc<OpenSource>, Errno> {
+        match self.open_files.lock().get(&handle.0) {
+            Some(open_file) => Ok(open_file.source.clone()),
+            None => Err(Errno::EBADF),
+        }
+    }
+
+    /// Answers a read: a local source straight into this thread's reused
+    /// buffer, the upstream WebDAV into a buffer of its own.
+    fn reply_read(&self, handle: FileHandle, offset: u64, size: u32, reply: ReplyData) {
+        let source = match self.open_source_of(handle) {
+            Ok(source) => source,
+            Err(errno) => return reply.error(errno),
         };
-        source.read_at(offset, size as usize).map_err(|error| {
+        let failed = |error: std::io::Error| {
             tracing::warn!(%error, fh = handle.0, offset, "read of a source failed");
             Errno::EIO
-        })
+        };
+        let size = size as usize;
+        match &*source {
+            OpenSource::Local(local) if size <= KEPT_READ_BUFFER_BYTES => {
+                READ_BUFFER.with_borrow_mut(|buffer| {
+                    if buffer.len() < size {
+                        buffer.resize(size, 0);
+                    }
+                    match local.read_into(offset, &mut buffer[..size]) {
+                        Ok(n_read) => reply.data(&buffer[..n_read]),
+                        Err(error) => reply.error(failed(error)),
+                    }
+                });
+            }
+            source => match source.read_at(offset, size) {
+                Ok(bytes) => reply.data(&bytes),
+                Err(error) => reply.error(failed(error)),
+            },
+        }
     }
 
     fn release_file(&self, handle: FileHandle) {
@@ -499,10 +539,7 @@ impl Filesystem for MetafuseFilesystem {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.read_open_file(handle, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(errno) => reply.error(errno),
-        }
+        self.reply_read(handle, offset, size, reply);
     }
 
     fn release(

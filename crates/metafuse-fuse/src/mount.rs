@@ -164,6 +164,47 @@ fn listed_in_mount_table(canonical: &Path) -> bool {
     })
 }
 
+/// What the kernel may read ahead on the mount, in KiB: one full request
+/// (the kernel's default cap, 256 pages of 4 KiB, `fs.fuse.max_pages_limit`).
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Raises the read-ahead of the mount's own backing device (its
+/// `/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`) from the kernel's 128 KiB to
+/// `READ_AHEAD_KB`, so that a sequential read without passthrough arrives
+/// in 1 MiB requests instead of 128 KiB ones: eight times fewer round
+/// trips through FUSE. The kernel offers FUSE only its default read-ahead
+/// at `init` and ignores a larger answer; the sysfs file is root's, so an
+/// unprivileged mount keeps 128 KiB (logged at debug level). The device
+/// and its setting go away with the mount.
+fn raise_read_ahead(mountpoint: &Path) {
+    let device = mountpoint
+        .canonicalize()
+        .ok()
+        .and_then(|canonical| mount_device(&canonical));
+    let Some(device) = device else {
+        tracing::debug!(mountpoint = %mountpoint.display(), "mount not found in the mount table: read-ahead left as is");
+        return;
+    };
+    let setting = format!("/sys/class/bdi/{device}/read_ahead_kb");
+    match std::fs::write(&setting, format!("{READ_AHEAD_KB}\n")) {
+        Ok(()) => tracing::debug!(%setting, kb = READ_AHEAD_KB, "read-ahead raised"),
+        Err(error) => tracing::debug!(%error, %setting, "read-ahead left at the kernel's default"),
+    }
+}
+
+/// The `MAJOR:MINOR` device of the mount on `canonical` (the last one
+/// listed: a mount over an existing one is listed after it).
+fn mount_device(canonical: &Path) -> Option<String> {
+    let mount_table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let wanted = canonical.as_os_str().to_string_lossy();
+    mount_table.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let device = fields.nth(2)?;
+        let mount_point = fields.nth(1)?;
+        (unescape_mount_point(mount_point) == wanted).then(|| device.to_owned())
+    })
+}
+
 /// Mount table fields escape space, tab, newline and backslash as `\ooo`.
 fn unescape_mount_point(field: &str) -> String {
     let mut unescaped = String::with_capacity(field.len());
@@ -264,6 +305,7 @@ pub fn mount(library: SharedLibrary, options: MountOptions) -> Result<MountHandl
     let notifier = session.notifier();
     let _ = notifier_slot.set(notifier.clone());
     let session = session.spawn().map_err(mount_error)?;
+    raise_read_ahead(&options.mountpoint);
     let watchdog = match watch_for_death(&options.mountpoint) {
         Ok(watchdog) => Some(watchdog),
         Err(error) => {

@@ -94,6 +94,56 @@ fn the_mount_lists_exactly_the_library_and_reads_every_byte() {
     }
 }
 
+/// Without passthrough every byte is read into a session thread's reused
+/// buffer: reads of any size (up to a whole 1 MiB request, which the
+/// raised read-ahead makes the kernel send), at any offset, of two files
+/// read at once by two threads, return exactly the source's bytes, and a
+/// re-read (from the kernel's cached pages) too.
+#[test]
+fn large_reads_without_passthrough_are_exact_at_every_size() {
+    metafuse_testkit::require_fuse!();
+    let big = movie("1111000088888888", "Big", "2020", 9, (3 << 20) + 12_345);
+    let other = movie("2222000099999999", "Other", "2021", 10, (2 << 20) + 777);
+    let fixture = Fixture::new(&[big, other]);
+    let handle = fixture.mount(false);
+    assert!(!handle.passthrough_active());
+    let files = [
+        (
+            fixture.at("/Movies/Big (2020)/Big (2020).mkv"),
+            contents(9, (3 << 20) + 12_345),
+        ),
+        (
+            fixture.at("/Movies/Other (2021)/Other (2021).mkv"),
+            contents(10, (2 << 20) + 777),
+        ),
+    ];
+    std::thread::scope(|scope| {
+        for (path, expected) in &files {
+            scope.spawn(move || {
+                for pass in ["first read", "re-read"] {
+                    assert!(fs::read(path).expect("read") == *expected, "{pass}");
+                }
+                let opened = fs::File::open(path).expect("open");
+                let sizes = [1, 4095, 4096, 131_075, (1 << 20) + 1, 3 << 20];
+                let offsets = [0, 1, 4097, 1 << 20, expected.len() - 5];
+                for size in sizes {
+                    for offset in offsets {
+                        let mut buffer = vec![0; size];
+                        let n_read = opened.read_at(&mut buffer, offset as u64).expect("pread");
+                        let end = (offset + size).min(expected.len());
+                        assert!(
+                            buffer[..n_read] == expected[offset..end],
+                            "{} bytes at {offset}: read {n_read}",
+                            size
+                        );
+                    }
+                }
+            });
+        }
+    });
+    handle.unmount().expect("unmount");
+}
+
 #[test]
 fn live_changes_are_visible_right_after_invalidate() {
     metafuse_testkit::require_fuse!();
