@@ -377,6 +377,7 @@ impl MountHandle {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        wait_until_not_busy(&self.mountpoint);
         let result = session
             .umount_and_join()
             .map_err(|cause| MountError::Unmount {
@@ -395,6 +396,34 @@ impl MountHandle {
             let _ = watchdog.wait();
         }
         result
+    }
+}
+
+/// How long an unmount waits for the mount to stop being busy.
+const UNMOUNT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (boundedly) until nothing holds the mount busy, so that the
+/// unmount that follows is not refused with `EBUSY` for a file a client
+/// closed an instant ago (the kernel lets go of it asynchronously; seen in
+/// tests right after reads). `MNT_EXPIRE` asks without unmounting: `EAGAIN`
+/// means "not busy" (the mount is only marked), `EBUSY` means busy. Any
+/// other answer — not permitted (a user mount goes through fusermount3),
+/// not mounted — ends the wait and the real unmount reports what it finds.
+fn wait_until_not_busy(mountpoint: &std::path::Path) {
+    let deadline = std::time::Instant::now() + UNMOUNT_BUSY_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_EXPIRE) {
+            Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(nix::errno::Errno::EBUSY) => {
+                tracing::info!(mountpoint = %mountpoint.display(), "the mount is still busy; unmounting anyway");
+                return;
+            }
+            _ => return,
+        }
     }
 }
 
