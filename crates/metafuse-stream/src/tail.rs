@@ -15,7 +15,7 @@ use crate::cluster::StateConnection;
 use crate::connect::{BulkConnection, Connector};
 use crate::entries::{EntryBatch, RelevanceCache, StreamId, decode_entry, last_entry_id};
 use crate::error::StreamError;
-use crate::fetch::{MgetConnection, fetch_values};
+use crate::fetch::{fetch_values, fetch_values_then};
 use crate::info::{StreamInfo, stream_info};
 use crate::liveness::{
     Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe, stream_continuity, timed_out,
@@ -425,34 +425,84 @@ impl Tail {
         };
         let n_entries = n_entries as u64;
         self.status.record_entries_read();
+        let mut keys = std::mem::take(&mut batch.keys);
+        // A full batch means a backlog: the next `XREAD` (after this batch)
+        // is sent before this batch's values are read back, so that Redis
+        // works on it while the values are decoded and the batch is
+        // applied, and the next call finds its reply waiting
+        // (`Pending::Read` after the position this batch moves us to). The
+        // values are still read after the reply that named them. Caught up,
+        // the next read is sent when asked for, as it would block.
+        let read_ahead = n_entries == ENTRIES_PER_READ as u64;
+        let single_node = self.connector.topology().is_none();
+        let (info, values) = match read {
+            // Outside a cluster the values are on the node we read from:
+            // fetched on the raw connection, decoded from its buffer, in the
+            // same write as the `XREAD` that follows them. Meanwhile the
+            // stream's state is asked for on the other connection.
+            ReadConnection::Raw {
+                connection,
+                pending,
+            } if single_node => {
+                *pending = Pending::Unknown;
+                let (info, values) = tokio::join!(
+                    stream_info(fetch),
+                    fetch_values_then(connection, std::mem::take(&mut keys), |connection| {
+                        if read_ahead {
+                            push_xread(connection, &last_id, block);
+                        }
+                    })
+                );
+                let values = values?;
+                *pending = if read_ahead {
+                    Pending::Read {
+                        after: last_id.clone(),
+                    }
+                } else {
+                    Pending::Nothing
+                };
+                (info?, Some(values))
+            }
+            ReadConnection::Raw {
+                connection,
+                pending,
+            } if read_ahead => {
+                *pending = Pending::Unknown;
+                push_xread(connection, &last_id, block);
+                connection
+                    .send_request()
+                    .await
+                    .map_err(StreamError::command("XREAD meta:events"))?;
+                *pending = Pending::Read {
+                    after: last_id.clone(),
+                };
+                (stream_info(fetch).await?, None)
+            }
+            _ => (stream_info(fetch).await?, None),
+        };
         // Entries after our old position were deleted before we read them
         // (the stream was trimmed past us): they are lost to us.
-        let info = stream_info(fetch).await?;
         if let Continuity::Broken(reason) = stream_continuity(
             info.as_ref(),
             &self.last_event_id,
             self.entries_added_at_position,
         ) {
+            // An `XREAD` sent after the batch dropped here is of no use:
+            // the connection is replaced rather than drained.
+            if let Some(ReadConnection::Raw { pending, .. }) = &mut self.read_connection
+                && *pending != Pending::Nothing
+            {
+                *pending = Pending::Unknown;
+            }
             self.status
                 .set_not_live(Some(format!("resynchronising: {reason}")));
             return Ok(Some(TailEvent::Resync {
                 last_event_id: self.last_event_id.clone(),
             }));
         }
-        let keys = std::mem::take(&mut batch.keys);
-        let values = match read {
-            // Outside a cluster the values are on the node we read from: on
-            // the raw connection, decoded from its buffer.
-            ReadConnection::Raw {
-                connection,
-                pending,
-            } if self.connector.topology().is_none() => {
-                *pending = Pending::Unknown;
-                let values = fetch_values(MgetConnection::Raw(connection), keys).await?;
-                *pending = Pending::Nothing;
-                values
-            }
-            _ => fetch_values(fetch, keys).await?,
+        let values = match values {
+            Some(values) => values,
+            None => fetch_values(fetch, keys).await?,
         };
         let counts = EventCounts {
             n_malformed: batch.counts.n_malformed + values.n_malformed(),
@@ -562,6 +612,13 @@ fn xread_arguments<'a>(after: &'a str, count: &'a str, block: &'a str) -> [&'a [
     ]
 }
 
+/// Pushes an `XREAD BLOCK` after `after` into the request being built.
+fn push_xread(connection: &mut RespConnection, after: &str, block: Duration) {
+    let block = (block.as_millis() as u64).to_string();
+    let count = ENTRIES_PER_READ.to_string();
+    connection.push_command(8, xread_arguments(after, &count, &block));
+}
+
 /// One `XREAD` on a raw connection, its entries added to `batch`; returns
 /// how many there were (0 after a timeout). Cancel safe: the reply is
 /// buffered whole before anything is decoded, and a cancelled wait leaves
@@ -576,9 +633,7 @@ async fn read_raw(
     batch: &mut EntryBatch,
 ) -> Result<usize, redis::RedisError> {
     if *pending == Pending::Nothing {
-        let block = (block.as_millis() as u64).to_string();
-        let count = ENTRIES_PER_READ.to_string();
-        connection.push_command(8, xread_arguments(after, &count, &block));
+        push_xread(connection, after, block);
         *pending = Pending::Unknown;
         connection.send_request().await?;
         *pending = Pending::Read {
