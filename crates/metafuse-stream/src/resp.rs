@@ -176,31 +176,6 @@ pub(crate) struct RespConnection {
     consumed: usize,
     response_timeout: Duration,
     request: Vec<u8>,
-    /// How far [`Self::buffer_reply`] walked the reply at `consumed`.
-    scan: ReplyScan,
-}
-
-/// How far [`RespConnection::buffer_reply`] has walked the reply at the
-/// start of the unconsumed bytes, so that each read resumes the walk where
-/// the last one stopped: walking a reply of megabytes again from its start
-/// after every read was most of a live tail's own time (quadratic in the
-/// reply's size). Relative to `consumed`, so dropping consumed bytes keeps
-/// it valid; reset whenever a reply is consumed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ReplyScan {
-    /// Bytes of the reply walked so far.
-    walked: usize,
-    /// Values still to walk after them (the reply itself to begin with).
-    remaining: usize,
-}
-
-impl Default for ReplyScan {
-    fn default() -> Self {
-        Self {
-            walked: 0,
-            remaining: 1,
-        }
-    }
 }
 
 impl std::fmt::Debug for RespConnection {
@@ -235,7 +210,6 @@ impl RespConnection {
             consumed: 0,
             response_timeout,
             request: Vec::new(),
-            scan: ReplyScan::default(),
         };
         let settings = info.redis_settings();
         if let Some(password) = settings.password() {
@@ -302,7 +276,6 @@ impl RespConnection {
             match decode(&mut reader) {
                 Ok(decoded) => {
                     self.consumed += reader.position;
-                    self.scan = ReplyScan::default();
                     return Ok(decoded);
                 }
                 Err(Short::Incomplete) => self.fill().await?,
@@ -317,49 +290,15 @@ impl RespConnection {
         }
     }
 
-    /// Reads until one whole reply is buffered, consuming nothing. Cancel
-    /// safe: bytes read stay buffered, and so does how far they were walked,
-    /// so waiting again picks up where this left off, and
-    /// [`Self::read_reply`] then decodes without waiting.
-    pub(crate) async fn buffer_reply(&mut self) -> Result<(), RedisError> {
-        loop {
-            let unconsumed = &self.buffer[self.consumed..];
-            let mut reader = Reader::new(unconsumed);
-            // Never past the bytes (it cannot be): walking again from the
-            // start is always right.
-            if self.scan.walked > unconsumed.len() {
-                self.scan = ReplyScan::default();
-            }
-            let mut scan = self.scan;
-            reader.position = scan.walked;
-            let walked = loop {
-                if scan.remaining == 0 {
-                    break Ok(());
-                }
-                match reader.frame() {
-                    Ok(frame) => {
-                        scan.remaining -= 1;
-                        if let Frame::Array(count) = frame {
-                            scan.remaining += count;
-                        }
-                        scan.walked = reader.position;
-                    }
-                    Err(short) => break Err(short),
-                }
-            };
-            self.scan = scan;
-            match walked {
-                Ok(()) => return Ok(()),
-                Err(Short::Incomplete) => self.fill().await?,
-                Err(Short::Protocol(what)) => {
-                    return Err(RedisError::from((
-                        ErrorKind::Parse,
-                        "invalid reply",
-                        what.to_owned(),
-                    )));
-                }
-            }
-        }
+    /// The bytes read and not consumed yet, from the next reply's start.
+    pub(crate) fn unconsumed(&self) -> &[u8] {
+        &self.buffer[self.consumed..]
+    }
+
+    /// Consumes `n_bytes` of [`Self::unconsumed`]: a reply decoded without
+    /// [`Self::read_reply`].
+    pub(crate) fn consume(&mut self, n_bytes: usize) {
+        self.consumed = (self.consumed + n_bytes).min(self.buffer.len());
     }
 
     /// Reads more bytes, first dropping the consumed ones.
@@ -558,55 +497,6 @@ mod tests {
             RespConnection::open(&tls, timeout).await.unwrap().is_none(),
             "tls is left to the redis crate"
         );
-    }
-
-    /// A reply arriving in pieces, its waits cut short after each: the
-    /// walk resumes where it stopped and ends exactly at the reply's end,
-    /// and the reply after it is walked from its own start.
-    #[tokio::test]
-    async fn replies_are_buffered_whole_across_pieces_and_cut_short_waits() {
-        let (ours, mut theirs) = tokio::io::duplex(1024);
-        let mut connection = RespConnection {
-            stream: Box::new(ours),
-            buffer: Vec::new(),
-            consumed: 0,
-            response_timeout: Duration::from_secs(60),
-            request: Vec::new(),
-            scan: ReplyScan::default(),
-        };
-        let first = b"*3\r\n*2\r\n$5\r\nhello\r\n:7\r\n$-1\r\n*1\r\n+OK\r\n";
-        // Longer than the first: a walk not reset would end inside it.
-        let second = [&b"$100\r\n"[..], &[b'x'; 100], b"\r\n"].concat();
-        let pieces: Vec<&[u8]> = first.chunks(3).collect();
-        let (last, before) = pieces.split_last().unwrap();
-        for piece in before {
-            theirs.write_all(piece).await.unwrap();
-            // Reads what arrived, then waits for more: cut short there.
-            let waited = std::future::poll_fn(|context| {
-                let waiting = std::pin::pin!(connection.buffer_reply());
-                std::task::Poll::Ready(waiting.poll(context))
-            })
-            .await;
-            assert!(waited.is_pending(), "not whole after {piece:?}");
-        }
-        theirs.write_all(last).await.unwrap();
-        theirs.write_all(&second[..60]).await.unwrap();
-        connection.buffer_reply().await.unwrap();
-        let walk = |reader: &mut Reader<'_>| {
-            let frame = reader.frame()?;
-            reader.skip_children(frame)?;
-            Ok(reader.position)
-        };
-        assert_eq!(connection.read_reply(walk).await.unwrap(), first.len());
-        let waited = std::future::poll_fn(|context| {
-            let waiting = std::pin::pin!(connection.buffer_reply());
-            std::task::Poll::Ready(waiting.poll(context))
-        })
-        .await;
-        assert!(waited.is_pending(), "the next reply is not whole yet");
-        theirs.write_all(&second[60..]).await.unwrap();
-        connection.buffer_reply().await.unwrap();
-        assert_eq!(connection.read_reply(walk).await.unwrap(), second.len());
     }
 
     #[test]

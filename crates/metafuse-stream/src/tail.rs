@@ -20,7 +20,7 @@ use crate::info::{StreamInfo, stream_info};
 use crate::liveness::{
     Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe, stream_continuity, timed_out,
 };
-use crate::resp::{Frame, RespConnection, Short, server_error};
+use crate::resp::{Frame, Reader, RespConnection, Short, server_error};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -620,9 +620,11 @@ fn push_xread(connection: &mut RespConnection, after: &str, block: Duration) {
 }
 
 /// One `XREAD` on a raw connection, its entries added to `batch`; returns
-/// how many there were (0 after a timeout). Cancel safe: the reply is
-/// buffered whole before anything is decoded, and a cancelled wait leaves
-/// `pending` saying which read to wait for again.
+/// how many there were (0 after a timeout). Entries are decoded as their
+/// bytes arrive (decoding overlaps Redis writing the rest), and nothing is
+/// consumed until the reply is whole. Cancel safe: a wait cut short drops
+/// the entries decoded so far with `batch`, `pending` says which read to
+/// wait for again, and that read decodes again from the reply's start.
 async fn read_raw(
     connection: &mut RespConnection,
     pending: &mut Pending,
@@ -640,36 +642,84 @@ async fn read_raw(
             after: after.to_owned(),
         };
     }
-    connection.buffer_reply().await?;
-    // Whole in the buffer: decoded without waiting.
-    let decoded = connection
-        .read_reply(|reader| {
-            let n_entries = match reader.frame()? {
-                // `[[stream, entries]]`
-                Frame::Array(1) => {
-                    if reader.frame()? != Frame::Array(2) {
-                        return Err(Short::Protocol("an XREAD stream is not [name, entries]"));
-                    }
-                    let name = reader.frame()?;
-                    reader.skip_children(name)?;
-                    match reader.frame()? {
-                        Frame::Array(n_entries) => n_entries,
-                        _ => return Err(Short::Protocol("XREAD entries are not an array")),
-                    }
-                }
-                Frame::Nil | Frame::Array(0) => 0,
-                Frame::Error(line) => return Ok(Err(server_error(line))),
-                _ => return Err(Short::Protocol("an XREAD reply is not an array")),
-            };
-            for _ in 0..n_entries {
-                let entry = decode_entry(reader)?;
-                batch.add(entry, prefix, relevance);
+    let mut progress = XreadProgress::default();
+    let decoded = loop {
+        let mut reader = Reader::new(connection.unconsumed());
+        reader.position = progress.position;
+        match progress.decode(&mut reader, prefix, relevance, batch) {
+            Ok(decoded) => break decoded,
+            Err(Short::Incomplete) => connection.fill().await?,
+            Err(Short::Protocol(what)) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "invalid reply",
+                    what.to_owned(),
+                )));
             }
-            Ok(Ok(n_entries))
-        })
-        .await;
+        }
+    };
+    connection.consume(progress.position);
     *pending = Pending::Nothing;
-    decoded?
+    decoded
+}
+
+/// How far an `XREAD` reply has been decoded: whole entries only, so that
+/// decoding resumes at an entry's start once more bytes arrived.
+#[derive(Debug, Default)]
+struct XreadProgress {
+    /// Entries in the reply, once its header was read.
+    n_entries: Option<usize>,
+    n_decoded: usize,
+    /// Where the next entry starts, from the reply's start.
+    position: usize,
+}
+
+impl XreadProgress {
+    /// Decodes what the buffered bytes hold whole; [`Short::Incomplete`]
+    /// when the reply goes on beyond them.
+    fn decode(
+        &mut self,
+        reader: &mut Reader<'_>,
+        prefix: &str,
+        relevance: &mut RelevanceCache,
+        batch: &mut EntryBatch,
+    ) -> Result<Result<usize, redis::RedisError>, Short> {
+        let n_entries = match self.n_entries {
+            Some(n_entries) => n_entries,
+            None => {
+                let n_entries = match reader.frame()? {
+                    // `[[stream, entries]]`
+                    Frame::Array(1) => {
+                        if reader.frame()? != Frame::Array(2) {
+                            return Err(Short::Protocol("an XREAD stream is not [name, entries]"));
+                        }
+                        let name = reader.frame()?;
+                        reader.skip_children(name)?;
+                        match reader.frame()? {
+                            Frame::Array(n_entries) => n_entries,
+                            _ => return Err(Short::Protocol("XREAD entries are not an array")),
+                        }
+                    }
+                    Frame::Nil | Frame::Array(0) => 0,
+                    Frame::Error(line) => {
+                        self.position = reader.position;
+                        return Ok(Err(server_error(line)));
+                    }
+                    _ => return Err(Short::Protocol("an XREAD reply is not an array")),
+                };
+                self.position = reader.position;
+                self.n_entries = Some(n_entries);
+                n_entries
+            }
+        };
+        while self.n_decoded < n_entries {
+            let entry = decode_entry(reader)?;
+            batch.add(entry, prefix, relevance);
+            self.n_decoded += 1;
+            self.position = reader.position;
+        }
+        Ok(Ok(n_entries))
+    }
 }
 
 /// One `XREAD` with the redis crate (TLS), its entries added to `batch`.
@@ -712,5 +762,72 @@ fn stream_entries(reply: Value) -> Option<Value> {
         },
         Value::Map(streams) => streams.into_iter().next().map(|(_, entries)| entries),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> String {
+        format!("${}\r\n{text}\r\n", text.len())
+    }
+
+    /// An `XREAD` reply of `n_entries` `set` events, every other one about
+    /// a relevant property.
+    fn xread_reply(n_entries: usize) -> Vec<u8> {
+        let mut reply = format!("*1\r\n*2\r\n{}*{n_entries}\r\n", bulk(EVENTS_STREAM));
+        for index in 0..n_entries {
+            let property = if index % 2 == 0 { "title" } else { "ignored" };
+            reply.push_str("*2\r\n");
+            reply.push_str(&bulk(&format!("1-{index}")));
+            reply.push_str("*4\r\n");
+            reply.push_str(&bulk("type"));
+            reply.push_str(&bulk("set"));
+            reply.push_str(&bulk("key"));
+            reply.push_str(&bulk(&format!("file:h{index}/{property}")));
+        }
+        reply.into_bytes()
+    }
+
+    /// Decoding as the bytes arrive, a few at a time, resumes at whole
+    /// entries: every entry is added once, as when decoded in one go.
+    #[test]
+    fn xread_replies_decoded_in_pieces_add_every_entry_once() {
+        let reply = xread_reply(7);
+        let relevant = RelevantProperties::from_names(["title"]);
+        let decode_whole = |reply: &[u8], arrived: &[usize]| {
+            let mut relevance = RelevanceCache::new(relevant.clone());
+            let mut batch = EntryBatch::default();
+            let mut progress = XreadProgress::default();
+            for &end in arrived {
+                let mut reader = Reader::new(&reply[..end]);
+                reader.position = progress.position;
+                match progress.decode(&mut reader, "", &mut relevance, &mut batch) {
+                    Ok(decoded) => {
+                        assert_eq!(end, reply.len(), "whole only at the end");
+                        assert_eq!(progress.position, reply.len());
+                        return (decoded.unwrap(), batch);
+                    }
+                    Err(short) => assert_eq!(short, Short::Incomplete),
+                }
+            }
+            panic!("never whole");
+        };
+        let (n_whole, whole) = decode_whole(&reply, &[reply.len()]);
+        assert_eq!(n_whole, 7);
+        assert_eq!(whole.keys.len(), 4);
+        for step in [1, 3, 17, 64] {
+            let arrived: Vec<usize> = (1..=reply.len())
+                .filter(|end| end % step == 0 || *end == reply.len())
+                .collect();
+            let (n_entries, batch) = decode_whole(&reply, &arrived);
+            assert_eq!(n_entries, 7, "step {step}");
+            assert_eq!(batch.keys, whole.keys, "step {step}");
+            assert_eq!(batch.counts, whole.counts, "step {step}");
+            assert_eq!(batch.last_id.as_deref(), Some("1-6"), "step {step}");
+        }
+        let timed_out = b"*-1\r\n";
+        assert_eq!(decode_whole(timed_out, &[2, timed_out.len()]).0, 0);
     }
 }
