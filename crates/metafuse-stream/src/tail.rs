@@ -1,5 +1,7 @@
-//! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
-//! on another, reconnecting with backoff after a connection loss. Every
+//! The live tail: `XREAD BLOCK` on a connection of its own (outside a
+//! cluster, raw RESP: the values' `MGET`s too, with the next `XREAD` sent
+//! ahead in their write while a backlog lasts), reconnecting with backoff
+//! after a connection loss. Every
 //! reconnect and every idle read verifies that the peer answers and that the
 //! stream still leads on from our position (`liveness`).
 
