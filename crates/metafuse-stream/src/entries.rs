@@ -22,13 +22,20 @@ impl RelevantKey {
     /// sub-slice of it.
     pub(crate) fn parse(key: String, prefix: &str) -> Result<Self, KeyError> {
         let (hash_id, _) = parse_event_key(&key, prefix)?;
-        let hash_start = prefix.len() + "file:".len();
-        let hash_end = hash_start + hash_id.len();
-        Ok(Self {
+        let hash_id_len = hash_id.len();
+        Ok(Self::parsed(key, prefix, hash_id_len))
+    }
+
+    /// `key` as [`parse_event_key`] already split it, its hashId being
+    /// `hash_id_len` bytes long.
+    fn parsed(key: String, prefix: &str, hash_id_len: usize) -> Self {
+        let hash_start = prefix.len() + FILE_KEY_PREFIX.len();
+        let hash_end = hash_start + hash_id_len;
+        Self {
             key,
             hash_start: hash_start as u32,
             hash_end: hash_end as u32,
-        })
+        }
     }
 
     /// `{prefix}file:{hash_id}/{property}`, assembled in `buffer` (reused
@@ -298,7 +305,7 @@ impl EntryBatch {
             }
         }
         match Self::classify(fields, prefix, relevance) {
-            Ok(Some(key)) => self.insert_key(key, prefix),
+            Ok(Some((key, hash_id_len))) => self.insert_key(key, hash_id_len, prefix),
             Ok(None) => self.counts.n_skipped += 1,
             Err(reason) => {
                 tracing::debug!(%reason, id = self.last_id.as_deref().unwrap_or(""), "skipping malformed stream entry");
@@ -307,8 +314,9 @@ impl EntryBatch {
         }
     }
 
-    /// Keeps `key` unless the batch already holds it; allocates only then.
-    fn insert_key(&mut self, key: &str, prefix: &str) {
+    /// Keeps `key` (parsed, its hashId `hash_id_len` bytes long) unless the
+    /// batch already holds it; allocates only then.
+    fn insert_key(&mut self, key: &str, hash_id_len: usize, prefix: &str) {
         let hash = self.hasher.hash_one(key);
         let keys = &self.keys;
         let entry = self.seen.entry(
@@ -316,21 +324,21 @@ impl EntryBatch {
             |&index| keys[index as usize].key == key,
             |&index| self.hasher.hash_one(keys[index as usize].key.as_str()),
         );
-        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry
-            && let Ok(relevant_key) = RelevantKey::parse(key.to_owned(), prefix)
-        {
+        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
             vacant.insert(self.keys.len() as u32);
-            self.keys.push(relevant_key);
+            self.keys
+                .push(RelevantKey::parsed(key.to_owned(), prefix, hash_id_len));
         }
     }
 
-    /// `Ok(Some)` = a relevant key to fetch; `Ok(None)` = ignored (not
-    /// relevant, or an index change); `Err` = malformed.
+    /// `Ok(Some)` = a relevant key to fetch, with the length of its hashId;
+    /// `Ok(None)` = ignored (not relevant, or an index change); `Err` =
+    /// malformed.
     fn classify<'reply>(
         fields: Option<EntryFields<'reply>>,
         prefix: &str,
         relevance: &mut RelevanceCache,
-    ) -> Result<Option<&'reply str>, Malformed> {
+    ) -> Result<Option<(&'reply str, usize)>, Malformed> {
         let fields = fields.ok_or(Malformed::Shape)?;
         let kind = fields.kind.ok_or(Malformed::MissingField("type"))?;
         if kind != b"set" && kind != b"del" {
@@ -341,7 +349,9 @@ impl EntryBatch {
         let key = std::str::from_utf8(fields.key.ok_or(Malformed::MissingField("key"))?)
             .map_err(|_| Malformed::NotUtf8)?;
         match parse_event_key(key, prefix) {
-            Ok((_, property)) => Ok(relevance.is_relevant(property).then_some(key)),
+            Ok((hash_id, property)) => Ok(relevance
+                .is_relevant(property)
+                .then_some((key, hash_id.len()))),
             // Index changes carry no property: ignored, not malformed.
             Err(KeyError::IndexKey { .. }) => Ok(None),
             Err(error) => Err(Malformed::Key(error)),

@@ -156,62 +156,92 @@ pub(crate) async fn fetch_values_in_slots(
             }
         }
         MgetConnection::Raw(connection) => {
-            for &chunk in &chunks {
-                let arguments = chunk.iter().map(|key| key.key.as_bytes());
-                connection.push_command(
-                    1 + chunk.len(),
-                    std::iter::once(&b"MGET"[..]).chain(arguments),
-                );
-            }
-            connection
-                .send_request()
-                .await
-                .map_err(StreamError::command("MGET"))?;
-            for _ in 0..n_commands {
-                let n_values = connection
-                    .read_reply(|reader| {
-                        let start = reader.position;
-                        match reader.frame()? {
-                            Frame::Array(n_values) => Ok(Ok(n_values)),
-                            Frame::Error(line) => Ok(Err(StreamError::Command {
-                                operation: "MGET",
-                                cause: server_error(line),
-                            })),
-                            other => {
-                                reader.skip_children(other)?;
-                                Ok(Err(StreamError::UnexpectedReply {
-                                    operation: "MGET",
-                                    reply: reader.describe_since(start),
-                                }))
-                            }
-                        }
-                    })
-                    .await
-                    .map_err(StreamError::command("MGET"))??;
-                for _ in 0..n_values {
-                    let mut key = pending.next();
-                    connection
-                        .read_reply(|reader| {
-                            let frame = reader.frame()?;
-                            reader.skip_children(frame)?;
-                            let Some(key) = key.take() else {
-                                return Ok(());
-                            };
-                            let value = match &frame {
-                                Frame::Nil => ValueReply::Nil,
-                                Frame::Bulk(bytes) => ValueReply::Bytes(bytes),
-                                other => ValueReply::Odd(other),
-                            };
-                            keep(&mut fetched, key, value);
-                            Ok(())
-                        })
-                        .await
-                        .map_err(StreamError::command("MGET"))?;
-                }
-            }
+            read_raw_values(connection, &keys, &chunks, &mut fetched, |_| {}).await?;
         }
     }
     Ok(fetched)
+}
+
+/// [`fetch_values`] on a raw connection outside a cluster, with `then`
+/// pushing more commands into the same write after the `MGET`s (the live
+/// tail's next `XREAD`: Redis works on it while the values are decoded).
+/// Their replies are left on the connection, after the values.
+pub(crate) async fn fetch_values_then(
+    connection: &mut RespConnection,
+    keys: Vec<RelevantKey>,
+    then: impl FnOnce(&mut RespConnection),
+) -> Result<FetchedValues, StreamError> {
+    let mut fetched = FetchedValues::with_capacity(keys.len());
+    let chunks = mget_chunks(&keys, None);
+    read_raw_values(connection, &keys, &chunks, &mut fetched, then).await?;
+    Ok(fetched)
+}
+
+/// Sends one `MGET` per chunk of `keys` (and whatever `then` pushes) in one
+/// write, and keeps the values of the `MGET`s in `fetched`.
+async fn read_raw_values(
+    connection: &mut RespConnection,
+    keys: &[RelevantKey],
+    chunks: &[&[RelevantKey]],
+    fetched: &mut FetchedValues,
+    then: impl FnOnce(&mut RespConnection),
+) -> Result<(), StreamError> {
+    let mut pending = keys.iter();
+    for &chunk in chunks {
+        let arguments = chunk.iter().map(|key| key.key.as_bytes());
+        connection.push_command(
+            1 + chunk.len(),
+            std::iter::once(&b"MGET"[..]).chain(arguments),
+        );
+    }
+    then(connection);
+    connection
+        .send_request()
+        .await
+        .map_err(StreamError::command("MGET"))?;
+    for _ in 0..chunks.len() {
+        let n_values = connection
+            .read_reply(|reader| {
+                let start = reader.position;
+                match reader.frame()? {
+                    Frame::Array(n_values) => Ok(Ok(n_values)),
+                    Frame::Error(line) => Ok(Err(StreamError::Command {
+                        operation: "MGET",
+                        cause: server_error(line),
+                    })),
+                    other => {
+                        reader.skip_children(other)?;
+                        Ok(Err(StreamError::UnexpectedReply {
+                            operation: "MGET",
+                            reply: reader.describe_since(start),
+                        }))
+                    }
+                }
+            })
+            .await
+            .map_err(StreamError::command("MGET"))??;
+        for _ in 0..n_values {
+            let mut key = pending.next();
+            connection
+                .read_reply(|reader| {
+                    let frame = reader.frame()?;
+                    reader.skip_children(frame)?;
+                    let Some(key) = key.take() else {
+                        return Ok(());
+                    };
+                    let value = match &frame {
+                        Frame::Nil => ValueReply::Nil,
+                        Frame::Bulk(bytes) => ValueReply::Bytes(bytes),
+                        other => ValueReply::Odd(other),
+                    };
+                    keep(fetched, key, value);
+                    Ok(())
+                })
+                .await
+                .map_err(StreamError::command("MGET"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The keys of each `MGET`: at most [`KEYS_PER_MGET`], and all of one slot

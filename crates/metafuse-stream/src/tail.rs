@@ -1,5 +1,7 @@
-//! The live tail: `XREAD BLOCK` on a connection of its own, values fetched
-//! on another, reconnecting with backoff after a connection loss. Every
+//! The live tail: `XREAD BLOCK` on a connection of its own (outside a
+//! cluster, raw RESP: the values' `MGET`s too, with the next `XREAD` sent
+//! ahead in their write while a backlog lasts), reconnecting with backoff
+//! after a connection loss. Every
 //! reconnect and every idle read verifies that the peer answers and that the
 //! stream still leads on from our position (`liveness`).
 
@@ -15,12 +17,12 @@ use crate::cluster::StateConnection;
 use crate::connect::{BulkConnection, Connector};
 use crate::entries::{EntryBatch, RelevanceCache, StreamId, decode_entry, last_entry_id};
 use crate::error::StreamError;
-use crate::fetch::{MgetConnection, fetch_values};
+use crate::fetch::{fetch_values, fetch_values_then};
 use crate::info::{StreamInfo, stream_info};
 use crate::liveness::{
     Continuity, RESPONSE_MARGIN, ServerIdentity, holds_entry, observe, stream_continuity, timed_out,
 };
-use crate::resp::{Frame, RespConnection, Short, server_error};
+use crate::resp::{Frame, Reader, RespConnection, Short, server_error};
 
 /// Entries per `XREAD`.
 const ENTRIES_PER_READ: usize = 10_000;
@@ -425,34 +427,84 @@ impl Tail {
         };
         let n_entries = n_entries as u64;
         self.status.record_entries_read();
+        let mut keys = std::mem::take(&mut batch.keys);
+        // A full batch means a backlog: the next `XREAD` (after this batch)
+        // is sent before this batch's values are read back, so that Redis
+        // works on it while the values are decoded and the batch is
+        // applied, and the next call finds its reply waiting
+        // (`Pending::Read` after the position this batch moves us to). The
+        // values are still read after the reply that named them. Caught up,
+        // the next read is sent when asked for, as it would block.
+        let read_ahead = n_entries == ENTRIES_PER_READ as u64;
+        let single_node = self.connector.topology().is_none();
+        let (info, values) = match read {
+            // Outside a cluster the values are on the node we read from:
+            // fetched on the raw connection, decoded from its buffer, in the
+            // same write as the `XREAD` that follows them. Meanwhile the
+            // stream's state is asked for on the other connection.
+            ReadConnection::Raw {
+                connection,
+                pending,
+            } if single_node => {
+                *pending = Pending::Unknown;
+                let (info, values) = tokio::join!(
+                    stream_info(fetch),
+                    fetch_values_then(connection, std::mem::take(&mut keys), |connection| {
+                        if read_ahead {
+                            push_xread(connection, &last_id, block);
+                        }
+                    })
+                );
+                let values = values?;
+                *pending = if read_ahead {
+                    Pending::Read {
+                        after: last_id.clone(),
+                    }
+                } else {
+                    Pending::Nothing
+                };
+                (info?, Some(values))
+            }
+            ReadConnection::Raw {
+                connection,
+                pending,
+            } if read_ahead => {
+                *pending = Pending::Unknown;
+                push_xread(connection, &last_id, block);
+                connection
+                    .send_request()
+                    .await
+                    .map_err(StreamError::command("XREAD meta:events"))?;
+                *pending = Pending::Read {
+                    after: last_id.clone(),
+                };
+                (stream_info(fetch).await?, None)
+            }
+            _ => (stream_info(fetch).await?, None),
+        };
         // Entries after our old position were deleted before we read them
         // (the stream was trimmed past us): they are lost to us.
-        let info = stream_info(fetch).await?;
         if let Continuity::Broken(reason) = stream_continuity(
             info.as_ref(),
             &self.last_event_id,
             self.entries_added_at_position,
         ) {
+            // An `XREAD` sent after the batch dropped here is of no use:
+            // the connection is replaced rather than drained.
+            if let Some(ReadConnection::Raw { pending, .. }) = &mut self.read_connection
+                && *pending != Pending::Nothing
+            {
+                *pending = Pending::Unknown;
+            }
             self.status
                 .set_not_live(Some(format!("resynchronising: {reason}")));
             return Ok(Some(TailEvent::Resync {
                 last_event_id: self.last_event_id.clone(),
             }));
         }
-        let keys = std::mem::take(&mut batch.keys);
-        let values = match read {
-            // Outside a cluster the values are on the node we read from: on
-            // the raw connection, decoded from its buffer.
-            ReadConnection::Raw {
-                connection,
-                pending,
-            } if self.connector.topology().is_none() => {
-                *pending = Pending::Unknown;
-                let values = fetch_values(MgetConnection::Raw(connection), keys).await?;
-                *pending = Pending::Nothing;
-                values
-            }
-            _ => fetch_values(fetch, keys).await?,
+        let values = match values {
+            Some(values) => values,
+            None => fetch_values(fetch, keys).await?,
         };
         let counts = EventCounts {
             n_malformed: batch.counts.n_malformed + values.n_malformed(),
@@ -562,10 +614,19 @@ fn xread_arguments<'a>(after: &'a str, count: &'a str, block: &'a str) -> [&'a [
     ]
 }
 
+/// Pushes an `XREAD BLOCK` after `after` into the request being built.
+fn push_xread(connection: &mut RespConnection, after: &str, block: Duration) {
+    let block = (block.as_millis() as u64).to_string();
+    let count = ENTRIES_PER_READ.to_string();
+    connection.push_command(8, xread_arguments(after, &count, &block));
+}
+
 /// One `XREAD` on a raw connection, its entries added to `batch`; returns
-/// how many there were (0 after a timeout). Cancel safe: the reply is
-/// buffered whole before anything is decoded, and a cancelled wait leaves
-/// `pending` saying which read to wait for again.
+/// how many there were (0 after a timeout). Entries are decoded as their
+/// bytes arrive (decoding overlaps Redis writing the rest), and nothing is
+/// consumed until the reply is whole. Cancel safe: a wait cut short drops
+/// the entries decoded so far with `batch`, `pending` says which read to
+/// wait for again, and that read decodes again from the reply's start.
 async fn read_raw(
     connection: &mut RespConnection,
     pending: &mut Pending,
@@ -576,45 +637,91 @@ async fn read_raw(
     batch: &mut EntryBatch,
 ) -> Result<usize, redis::RedisError> {
     if *pending == Pending::Nothing {
-        let block = (block.as_millis() as u64).to_string();
-        let count = ENTRIES_PER_READ.to_string();
-        connection.push_command(8, xread_arguments(after, &count, &block));
+        push_xread(connection, after, block);
         *pending = Pending::Unknown;
         connection.send_request().await?;
         *pending = Pending::Read {
             after: after.to_owned(),
         };
     }
-    connection.buffer_reply().await?;
-    // Whole in the buffer: decoded without waiting.
-    let decoded = connection
-        .read_reply(|reader| {
-            let n_entries = match reader.frame()? {
-                // `[[stream, entries]]`
-                Frame::Array(1) => {
-                    if reader.frame()? != Frame::Array(2) {
-                        return Err(Short::Protocol("an XREAD stream is not [name, entries]"));
-                    }
-                    let name = reader.frame()?;
-                    reader.skip_children(name)?;
-                    match reader.frame()? {
-                        Frame::Array(n_entries) => n_entries,
-                        _ => return Err(Short::Protocol("XREAD entries are not an array")),
-                    }
-                }
-                Frame::Nil | Frame::Array(0) => 0,
-                Frame::Error(line) => return Ok(Err(server_error(line))),
-                _ => return Err(Short::Protocol("an XREAD reply is not an array")),
-            };
-            for _ in 0..n_entries {
-                let entry = decode_entry(reader)?;
-                batch.add(entry, prefix, relevance);
+    let mut progress = XreadProgress::default();
+    let decoded = loop {
+        let mut reader = Reader::new(connection.unconsumed());
+        reader.position = progress.position;
+        match progress.decode(&mut reader, prefix, relevance, batch) {
+            Ok(decoded) => break decoded,
+            Err(Short::Incomplete) => connection.fill().await?,
+            Err(Short::Protocol(what)) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "invalid reply",
+                    what.to_owned(),
+                )));
             }
-            Ok(Ok(n_entries))
-        })
-        .await;
+        }
+    };
+    connection.consume(progress.position);
     *pending = Pending::Nothing;
-    decoded?
+    decoded
+}
+
+/// How far an `XREAD` reply has been decoded: whole entries only, so that
+/// decoding resumes at an entry's start once more bytes arrived.
+#[derive(Debug, Default)]
+struct XreadProgress {
+    /// Entries in the reply, once its header was read.
+    n_entries: Option<usize>,
+    n_decoded: usize,
+    /// Where the next entry starts, from the reply's start.
+    position: usize,
+}
+
+impl XreadProgress {
+    /// Decodes what the buffered bytes hold whole; [`Short::Incomplete`]
+    /// when the reply goes on beyond them.
+    fn decode(
+        &mut self,
+        reader: &mut Reader<'_>,
+        prefix: &str,
+        relevance: &mut RelevanceCache,
+        batch: &mut EntryBatch,
+    ) -> Result<Result<usize, redis::RedisError>, Short> {
+        let n_entries = match self.n_entries {
+            Some(n_entries) => n_entries,
+            None => {
+                let n_entries = match reader.frame()? {
+                    // `[[stream, entries]]`
+                    Frame::Array(1) => {
+                        if reader.frame()? != Frame::Array(2) {
+                            return Err(Short::Protocol("an XREAD stream is not [name, entries]"));
+                        }
+                        let name = reader.frame()?;
+                        reader.skip_children(name)?;
+                        match reader.frame()? {
+                            Frame::Array(n_entries) => n_entries,
+                            _ => return Err(Short::Protocol("XREAD entries are not an array")),
+                        }
+                    }
+                    Frame::Nil | Frame::Array(0) => 0,
+                    Frame::Error(line) => {
+                        self.position = reader.position;
+                        return Ok(Err(server_error(line)));
+                    }
+                    _ => return Err(Short::Protocol("an XREAD reply is not an array")),
+                };
+                self.position = reader.position;
+                self.n_entries = Some(n_entries);
+                n_entries
+            }
+        };
+        while self.n_decoded < n_entries {
+            let entry = decode_entry(reader)?;
+            batch.add(entry, prefix, relevance);
+            self.n_decoded += 1;
+            self.position = reader.position;
+        }
+        Ok(Ok(n_entries))
+    }
 }
 
 /// One `XREAD` with the redis crate (TLS), its entries added to `batch`.
@@ -657,5 +764,72 @@ fn stream_entries(reply: Value) -> Option<Value> {
         },
         Value::Map(streams) => streams.into_iter().next().map(|(_, entries)| entries),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> String {
+        format!("${}\r\n{text}\r\n", text.len())
+    }
+
+    /// An `XREAD` reply of `n_entries` `set` events, every other one about
+    /// a relevant property.
+    fn xread_reply(n_entries: usize) -> Vec<u8> {
+        let mut reply = format!("*1\r\n*2\r\n{}*{n_entries}\r\n", bulk(EVENTS_STREAM));
+        for index in 0..n_entries {
+            let property = if index % 2 == 0 { "title" } else { "ignored" };
+            reply.push_str("*2\r\n");
+            reply.push_str(&bulk(&format!("1-{index}")));
+            reply.push_str("*4\r\n");
+            reply.push_str(&bulk("type"));
+            reply.push_str(&bulk("set"));
+            reply.push_str(&bulk("key"));
+            reply.push_str(&bulk(&format!("file:h{index}/{property}")));
+        }
+        reply.into_bytes()
+    }
+
+    /// Decoding as the bytes arrive, a few at a time, resumes at whole
+    /// entries: every entry is added once, as when decoded in one go.
+    #[test]
+    fn xread_replies_decoded_in_pieces_add_every_entry_once() {
+        let reply = xread_reply(7);
+        let relevant = RelevantProperties::from_names(["title"]);
+        let decode_whole = |reply: &[u8], arrived: &[usize]| {
+            let mut relevance = RelevanceCache::new(relevant.clone());
+            let mut batch = EntryBatch::default();
+            let mut progress = XreadProgress::default();
+            for &end in arrived {
+                let mut reader = Reader::new(&reply[..end]);
+                reader.position = progress.position;
+                match progress.decode(&mut reader, "", &mut relevance, &mut batch) {
+                    Ok(decoded) => {
+                        assert_eq!(end, reply.len(), "whole only at the end");
+                        assert_eq!(progress.position, reply.len());
+                        return (decoded.unwrap(), batch);
+                    }
+                    Err(short) => assert_eq!(short, Short::Incomplete),
+                }
+            }
+            panic!("never whole");
+        };
+        let (n_whole, whole) = decode_whole(&reply, &[reply.len()]);
+        assert_eq!(n_whole, 7);
+        assert_eq!(whole.keys.len(), 4);
+        for step in [1, 3, 17, 64] {
+            let arrived: Vec<usize> = (1..=reply.len())
+                .filter(|end| end % step == 0 || *end == reply.len())
+                .collect();
+            let (n_entries, batch) = decode_whole(&reply, &arrived);
+            assert_eq!(n_entries, 7, "step {step}");
+            assert_eq!(batch.keys, whole.keys, "step {step}");
+            assert_eq!(batch.counts, whole.counts, "step {step}");
+            assert_eq!(batch.last_id.as_deref(), Some("1-6"), "step {step}");
+        }
+        let timed_out = b"*-1\r\n";
+        assert_eq!(decode_whole(timed_out, &[2, timed_out.len()]).0, 0);
     }
 }
