@@ -809,10 +809,12 @@ impl Projection {
             }
         }
         // Files the projection did not know yet (found by a scan).
-        for group in 0..grouped.n_groups() {
-            if merged[group] {
-                continue;
-            }
+        let unknown_files = merged
+            .iter()
+            .enumerate()
+            .filter(|(_, merged)| !**merged)
+            .map(|(group, _)| group);
+        for group in unknown_files {
             let positions = grouped.positions(group);
             let hash_id = pending[positions[0] as usize].hash_id;
             merge_values(None, pending, positions, &mut working);
@@ -830,12 +832,11 @@ impl Projection {
                 );
             }
         }
-        drop(keep);
         Projection {
             relevant,
             names,
             files,
-            hasher: self.hasher.clone(),
+            hasher: self.hasher,
             complete_count,
             record_bytes,
             counts: self.counts,
