@@ -650,10 +650,16 @@ impl StateTask {
                 let result = self.resynchronise_once().await;
                 let _ = reply.send(result.map_err(|error| error.to_string()));
             }
-            Command::ApplyRules(rules, reply) => {
-                let result = self.apply_rules(rules).await;
-                let _ = reply.send(result.map_err(|error| error.to_string()));
-            }
+            Command::ApplyRules(rules, reply) => match self.apply_rules(rules).await {
+                Ok(nested) => {
+                    // Answered first: the new rules are in force already.
+                    let _ = reply.send(Ok(()));
+                    self.fetch_nested(nested).await;
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            },
             Command::FetchPlan(plan, reply) => {
                 let result = self.fetch_plan(&plan).await;
                 let _ = reply.send(result.map_err(|error| error.to_string()));
@@ -749,49 +755,93 @@ impl StateTask {
         }
     }
 
-    /// New rules: fetch what they newly need (outside the lock), then
-    /// rebuild the tree with them, keeping inodes.
-    async fn apply_rules(&mut self, rules: Rules) -> Result<(), SourceError> {
+    /// New rules: fetch what they newly need (no lock held), then build
+    /// the projection they need and their tree beside the ones in force
+    /// (readers keep going) and swap all in at once, keeping inodes.
+    /// Nothing changes if the fetch fails. Returns the nested keys still
+    /// to fetch (see [`Self::fetch_nested`]), once the new rules are in
+    /// force.
+    async fn apply_rules(&mut self, rules: Rules) -> Result<FetchPlan, SourceError> {
         let started = Instant::now();
         let new_relevant = rules.relevant_properties();
-        // Track the union while fetching: if the fetch fails nothing the old
-        // rules need has been dropped.
+        // Planned against the union: the fetched values are applied under it
+        // before what only the old rules needed is dropped.
         let union =
             RelevantProperties::from_names(self.relevant.names().chain(new_relevant.names()));
-        let plan = self
+        let mut plan = self.inner.library.read().projection().plan_for(&union);
+        // Nested keys (`extra/…` when `extra` became relevant) can only be
+        // found in Redis by a SCAN of the whole keyspace (seconds at 100k
+        // files), and rules read properties by exact name, so they never
+        // change a path: fetched after the new rules are in force. The files
+        // stay in that plan (meta-core finds nested values in each file's
+        // document).
+        let nested = if plan.nested_prefixes.is_empty() {
+            FetchPlan::default()
+        } else {
+            FetchPlan {
+                hash_ids: plan.hash_ids.clone(),
+                properties: Vec::new(),
+                nested_prefixes: std::mem::take(&mut plan.nested_prefixes),
+            }
+        };
+        let fetched = if plan.is_empty() {
+            FetchedValues::default()
+        } else {
+            self.fetch_plan(&plan).await?
+        };
+        let fetch_elapsed = started.elapsed();
+        let changes = self
             .inner
             .library
-            .update(|library| library.set_relevant_properties(union.clone()));
-        self.relevant = union;
-        if !plan.is_empty() {
-            let fetched = self.fetch_plan(&plan).await?;
-            // In slices, each under the write lock briefly: a reader waits
-            // for one slice at most, never for the whole library.
-            let values: Vec<_> = fetched.iter().collect();
-            for slice in values.chunks(RULES_FETCH_SLICE) {
-                let changes = self
-                    .inner
-                    .library
-                    .apply_batch_reporting(slice.iter().copied());
-                if !changes.is_empty() {
-                    self.inner.publish(ChangeCause::Rules, changes).await;
-                }
-            }
-        }
-        let changes = self.inner.library.replace_rules_reporting(Arc::new(rules));
-        self.inner
-            .library
-            .update(|library| library.set_relevant_properties(new_relevant.clone()));
+            .replace_rules_and_projection_reporting(Arc::new(rules), |projection| {
+                projection.rebuilt(&union, fetched.iter(), new_relevant.clone())
+            });
         self.relevant = new_relevant;
         let n_invalidations = changes.invalidations.len();
+        let swapped_elapsed = started.elapsed();
         self.inner.publish(ChangeCause::Rules, changes).await;
         tracing::info!(
             n_files = self.inner.library.read().file_count(),
+            n_values_fetched = fetched.len(),
             n_invalidations,
+            fetch_ms = fetch_elapsed.as_millis() as u64,
+            rebuild_ms = (swapped_elapsed - fetch_elapsed).as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "rules applied"
         );
-        Ok(())
+        Ok(nested)
+    }
+
+    /// Fetches and applies the nested keys under names new rules made
+    /// relevant (a `SCAN`; nothing when `plan` is empty), in slices, each
+    /// under the write lock briefly. They never change a path, so the rules
+    /// are in force before; a failure leaves them out, as a snapshot does,
+    /// until the next resynchronisation.
+    async fn fetch_nested(&mut self, plan: FetchPlan) {
+        if plan.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let fetched = match self.fetch_plan(&plan).await {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                tracing::warn!(%error, prefixes = ?plan.nested_prefixes, "fetching the nested keys of newly relevant names failed; they are left out");
+                return;
+            }
+        };
+        let values: Vec<_> = fetched.iter().collect();
+        for slice in values.chunks(RULES_FETCH_SLICE) {
+            let changes = self
+                .inner
+                .library
+                .apply_batch_reporting(slice.iter().copied());
+            self.inner.publish(ChangeCause::Rules, changes).await;
+        }
+        tracing::info!(
+            n_values = values.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "nested keys of newly relevant names applied"
+        );
     }
 
     /// One rebuild into a fresh projection while the old tree keeps

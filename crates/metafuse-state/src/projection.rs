@@ -236,6 +236,147 @@ impl WorkingValue {
     }
 }
 
+/// A batch's relevant values grouped by file (a stable counting sort): each
+/// file's values together, in their batch order, files in order of first
+/// appearance.
+struct GroupedValues<'v> {
+    pending: Vec<PendingValue<'v>>,
+    /// Positions in `pending`, group after group.
+    by_group: Vec<u32>,
+    /// Where each group starts in `by_group`, and one past the last.
+    group_starts: Vec<u32>,
+    /// The group of each file.
+    group_of_file: HashMap<&'v str, u32>,
+}
+
+impl<'v> GroupedValues<'v> {
+    /// Interns every value's name (deciding its relevance by `relevant`)
+    /// and keeps only the relevant values.
+    fn new(
+        names: &mut PropertyNames,
+        relevant: &RelevantProperties,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+    ) -> Self {
+        let mut pending: Vec<PendingValue<'v>> = Vec::new();
+        let mut group_of_file: HashMap<&'v str, u32> = HashMap::new();
+        let mut group_sizes: Vec<u32> = Vec::new();
+        for fetched in values {
+            let name_id = names.intern(fetched.property, relevant);
+            if !names.relevant[name_id as usize] {
+                continue;
+            }
+            let next_group = group_sizes.len() as u32;
+            let group = *group_of_file.entry(fetched.hash_id).or_insert(next_group);
+            if group == next_group {
+                group_sizes.push(0);
+            }
+            group_sizes[group as usize] += 1;
+            pending.push(PendingValue {
+                hash_id: fetched.hash_id,
+                name_id,
+                value: fetched.value.filter(|value| !value.is_empty()),
+                group,
+            });
+        }
+        let mut group_starts: Vec<u32> = Vec::with_capacity(group_sizes.len() + 1);
+        let mut running = 0u32;
+        for size in &group_sizes {
+            group_starts.push(running);
+            running += size;
+        }
+        group_starts.push(running);
+        let mut cursor = group_starts.clone();
+        let mut by_group = vec![0u32; pending.len()];
+        for (position, value) in pending.iter().enumerate() {
+            let slot = &mut cursor[value.group as usize];
+            by_group[*slot as usize] = position as u32;
+            *slot += 1;
+        }
+        GroupedValues {
+            pending,
+            by_group,
+            group_starts,
+            group_of_file,
+        }
+    }
+
+    fn n_groups(&self) -> usize {
+        self.group_starts.len() - 1
+    }
+
+    /// The positions in `pending` of one file's values, in batch order.
+    fn positions(&self, group: usize) -> &[u32] {
+        &self.by_group[self.group_starts[group] as usize..self.group_starts[group + 1] as usize]
+    }
+}
+
+/// Applies the values at `positions` (all for one file, in batch order) to
+/// the file's record `stored` (`None`: not known yet), leaving its
+/// properties in `working`. Returns whether the file was complete before
+/// and where the first value that changed something sits (`None` when none
+/// did).
+fn merge_values<'a>(
+    stored: Option<&'a [u8]>,
+    pending: &[PendingValue<'a>],
+    positions: &[u32],
+    working: &mut Vec<(NameId, WorkingValue)>,
+) -> (bool, Option<u32>) {
+    let old: &[u8] = stored.unwrap_or_default();
+    working.clear();
+    if stored.is_some() {
+        working
+            .extend(record::property_ranges(old).map(|(id, range)| (id, WorkingValue::Old(range))));
+    }
+    let was_complete = working.iter().any(|(id, _)| *id == FILE_PATH_ID);
+    let mut first_change: Option<u32> = None;
+    for &position in positions {
+        let value = &pending[position as usize];
+        let slot = working.iter().position(|(id, _)| *id == value.name_id);
+        let current = slot.and_then(|slot| working[slot].1.resolve(old, pending));
+        if current == value.value {
+            continue;
+        }
+        match (slot, value.value) {
+            (Some(slot), Some(_)) => working[slot].1 = WorkingValue::New(position),
+            (Some(slot), None) => {
+                working.swap_remove(slot);
+            }
+            (None, Some(_)) => working.push((value.name_id, WorkingValue::New(position))),
+            (None, None) => {}
+        }
+        first_change.get_or_insert(position);
+    }
+    (was_complete, first_change)
+}
+
+/// The names `relevant` tracks that `previous` did not fetch: the exact
+/// properties to fetch (parents of nested names included) and the names
+/// whose nested keys must be scanned for.
+fn newly_relevant(
+    relevant: &RelevantProperties,
+    previous: &RelevantProperties,
+) -> (Vec<String>, Vec<String>) {
+    let added = relevant.added_since(previous);
+    let mut properties: Vec<String> = Vec::new();
+    for name in &added {
+        // Tracking `titles/eng` makes `titles` itself relevant too.
+        let mut parents: Vec<&str> = name
+            .char_indices()
+            .filter(|(_, c)| *c == '/')
+            .map(|(index, _)| &name[..index])
+            .collect();
+        parents.push(name);
+        for candidate in parents {
+            if !previous.is_relevant(candidate)
+                && !properties.iter().any(|known| known == candidate)
+            {
+                properties.push(candidate.to_owned());
+            }
+        }
+    }
+    (properties, added)
+}
+
 impl Projection {
     /// An empty projection tracking `relevant`.
     pub fn new(relevant: RelevantProperties) -> Self {
@@ -344,53 +485,15 @@ impl Projection {
         &mut self,
         values: impl IntoIterator<Item = FetchedValue<'v>>,
     ) -> Vec<Delta> {
-        // The relevant values, each with its file's group (first appearance).
-        let mut pending: Vec<PendingValue<'v>> = Vec::new();
-        let mut group_of_file: HashMap<&'v str, u32> = HashMap::new();
-        let mut group_sizes: Vec<u32> = Vec::new();
-        for fetched in values {
-            let name_id = self.names.intern(fetched.property, &self.relevant);
-            if !self.names.relevant[name_id as usize] {
-                continue;
-            }
-            self.properties_fetched += 1;
-            let next_group = group_sizes.len() as u32;
-            let group = *group_of_file.entry(fetched.hash_id).or_insert(next_group);
-            if group == next_group {
-                group_sizes.push(0);
-            }
-            group_sizes[group as usize] += 1;
-            pending.push(PendingValue {
-                hash_id: fetched.hash_id,
-                name_id,
-                value: fetched.value.filter(|value| !value.is_empty()),
-                group,
-            });
-        }
-        drop(group_of_file);
-        // A stable counting sort by group: each file's values together, in
-        // their batch order.
-        let mut group_starts: Vec<u32> = Vec::with_capacity(group_sizes.len() + 1);
-        let mut running = 0u32;
-        for size in &group_sizes {
-            group_starts.push(running);
-            running += size;
-        }
-        group_starts.push(running);
-        let mut cursor = group_starts.clone();
-        let mut by_group = vec![0u32; pending.len()];
-        for (position, value) in pending.iter().enumerate() {
-            let slot = &mut cursor[value.group as usize];
-            by_group[*slot as usize] = position as u32;
-            *slot += 1;
-        }
+        let grouped = GroupedValues::new(&mut self.names, &self.relevant, values);
+        self.properties_fetched += grouped.pending.len() as u64;
         // Net change per file, keyed by the position of its first change.
         let mut changed: Vec<(u32, Delta)> = Vec::new();
         let mut working = Vec::new();
-        for group in 0..group_sizes.len() {
-            let positions =
-                &by_group[group_starts[group] as usize..group_starts[group + 1] as usize];
-            let Some(first_change) = self.update_file(&pending, positions, &mut working) else {
+        let pending = &grouped.pending;
+        for group in 0..grouped.n_groups() {
+            let positions = grouped.positions(group);
+            let Some(first_change) = self.update_file(pending, positions, &mut working) else {
                 continue;
             };
             let first = &pending[positions[0] as usize];
@@ -426,31 +529,8 @@ impl Projection {
             .ok()
             .map(|occupied| occupied.remove().0);
         let old: &[u8] = stored.as_deref().unwrap_or_default();
-        working.clear();
-        if stored.is_some() {
-            working.extend(
-                record::property_ranges(old).map(|(id, range)| (id, WorkingValue::Old(range))),
-            );
-        }
-        let was_complete = working.iter().any(|(id, _)| *id == FILE_PATH_ID);
-        let mut first_change: Option<u32> = None;
-        for &position in positions {
-            let value = &pending[position as usize];
-            let slot = working.iter().position(|(id, _)| *id == value.name_id);
-            let current = slot.and_then(|slot| working[slot].1.resolve(old, pending));
-            if current == value.value {
-                continue;
-            }
-            match (slot, value.value) {
-                (Some(slot), Some(_)) => working[slot].1 = WorkingValue::New(position),
-                (Some(slot), None) => {
-                    working.swap_remove(slot);
-                }
-                (None, Some(_)) => working.push((value.name_id, WorkingValue::New(position))),
-                (None, None) => {}
-            }
-            first_change.get_or_insert(position);
-        }
+        let (was_complete, first_change) =
+            merge_values(stored.as_deref(), pending, positions, working);
         let is_complete = working.iter().any(|(id, _)| *id == FILE_PATH_ID);
         let Some(first_change) = first_change else {
             if let Some(stored) = stored {
@@ -617,24 +697,7 @@ impl Projection {
             .filter(|stored| record::get(stored, FILE_PATH_ID).is_some())
             .count();
 
-        let added = self.relevant.added_since(&previous);
-        let mut properties: Vec<String> = Vec::new();
-        for name in &added {
-            // Tracking `titles/eng` makes `titles` itself relevant too.
-            let mut parents: Vec<&str> = name
-                .char_indices()
-                .filter(|(_, c)| *c == '/')
-                .map(|(index, _)| &name[..index])
-                .collect();
-            parents.push(name);
-            for candidate in parents {
-                if !previous.is_relevant(candidate)
-                    && !properties.iter().any(|known| known == candidate)
-                {
-                    properties.push(candidate.to_owned());
-                }
-            }
-        }
+        let (properties, nested_prefixes) = newly_relevant(&self.relevant, &previous);
         FetchPlan {
             hash_ids: self
                 .files
@@ -642,7 +705,145 @@ impl Projection {
                 .map(|stored| record::hash_id(stored).to_owned())
                 .collect(),
             properties,
-            nested_prefixes: added,
+            nested_prefixes,
+        }
+    }
+
+    /// The plan [`Self::set_relevant`] would return for `relevant`,
+    /// computed without changing anything: every file that would keep a
+    /// property, and the names newly relevant. With [`Self::rebuilt`], a
+    /// rules change reads the projection only, so readers keep going.
+    pub fn plan_for(&self, relevant: &RelevantProperties) -> FetchPlan {
+        let keeps: Vec<bool> = self
+            .names
+            .names
+            .iter()
+            .map(|name| relevant.is_relevant(name))
+            .collect();
+        let (properties, nested_prefixes) = newly_relevant(relevant, &self.relevant);
+        FetchPlan {
+            hash_ids: self
+                .files
+                .iter()
+                .filter(|stored| RecordProperties::new(stored).any(|(id, _)| keeps[id as usize]))
+                .map(|stored| record::hash_id(stored).to_owned())
+                .collect(),
+            properties,
+            nested_prefixes,
+        }
+    }
+
+    /// The projection a rules change leaves, built beside this one (which
+    /// is only read, so it keeps serving): the same as
+    /// `set_relevant(fetching)`, then `apply_batch(values)` (what the plan
+    /// for `fetching` fetched), then `set_relevant(relevant)` on a copy,
+    /// but each record is decoded and encoded at most once and nothing is
+    /// copied twice.
+    pub fn rebuilt<'v>(
+        &self,
+        fetching: &RelevantProperties,
+        values: impl IntoIterator<Item = FetchedValue<'v>>,
+        relevant: RelevantProperties,
+    ) -> Projection {
+        let mut names = self.names.clone();
+        for (id, name) in names.names.iter().enumerate() {
+            names.relevant[id] = fetching.is_relevant(name);
+        }
+        let grouped = GroupedValues::new(&mut names, fetching, values);
+        // From here on, what the final set keeps.
+        for (id, name) in names.names.iter().enumerate() {
+            names.relevant[id] = relevant.is_relevant(name);
+        }
+        let keeps = &names.relevant;
+        let mut files: HashTable<Box<[u8]>> = HashTable::with_capacity(self.files.len());
+        let mut complete_count = 0usize;
+        let mut record_bytes = 0usize;
+        let mut keep = |hash: u64, stored: Box<[u8]>| {
+            record_bytes += record::allocation_cost(stored.len());
+            complete_count += usize::from(record::get(&stored, FILE_PATH_ID).is_some());
+            let hasher = &self.hasher;
+            files.insert_unique(hash, stored, |stored| {
+                hasher.hash_one(record::hash_id(stored))
+            });
+        };
+        let mut merged = vec![false; grouped.n_groups()];
+        let mut working = Vec::new();
+        let pending = &grouped.pending;
+        for stored in &self.files {
+            let hash_id = record::hash_id(stored);
+            let hash = self.hasher.hash_one(hash_id);
+            match grouped.group_of_file.get(hash_id) {
+                Some(&group) => {
+                    merged[group as usize] = true;
+                    merge_values(
+                        Some(stored),
+                        pending,
+                        grouped.positions(group as usize),
+                        &mut working,
+                    );
+                    working.retain(|(id, _)| keeps[*id as usize]);
+                    if !working.is_empty() {
+                        keep(
+                            hash,
+                            record::encode(
+                                hash_id,
+                                working.iter().map(|(id, value)| {
+                                    (*id, value.resolve(stored, pending).unwrap_or_default())
+                                }),
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    if RecordProperties::new(stored).all(|(id, _)| keeps[id as usize]) {
+                        keep(hash, stored.clone());
+                    } else {
+                        let kept =
+                            RecordProperties::new(stored).filter(|(id, _)| keeps[*id as usize]);
+                        let updated = record::encode(hash_id, kept);
+                        if !record::is_empty(&updated) {
+                            keep(hash, updated);
+                        }
+                    }
+                }
+            }
+        }
+        // Files the projection did not know yet (found by a scan).
+        let unknown_files = merged
+            .iter()
+            .enumerate()
+            .filter(|(_, merged)| !**merged)
+            .map(|(group, _)| group);
+        for group in unknown_files {
+            let positions = grouped.positions(group);
+            let hash_id = pending[positions[0] as usize].hash_id;
+            merge_values(None, pending, positions, &mut working);
+            working.retain(|(id, _)| keeps[*id as usize]);
+            if !working.is_empty() {
+                let hash = self.hasher.hash_one(hash_id);
+                keep(
+                    hash,
+                    record::encode(
+                        hash_id,
+                        working.iter().map(|(id, value)| {
+                            (*id, value.resolve(&[], pending).unwrap_or_default())
+                        }),
+                    ),
+                );
+            }
+        }
+        Projection {
+            relevant,
+            names,
+            files,
+            hasher: self.hasher,
+            complete_count,
+            record_bytes,
+            counts: self.counts,
+            properties_fetched: self.properties_fetched + pending.len() as u64,
+            last_event_id: self.last_event_id.clone(),
+            strategy: self.strategy.clone(),
+            bootstrap_duration: self.bootstrap_duration,
         }
     }
 

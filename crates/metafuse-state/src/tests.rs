@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use metafuse_rules::RelevantProperties;
 
-use crate::{Delta, EventCounts, FetchedValue, Projection};
+use crate::{Delta, EventCounts, FetchedValue, Projection, Stats};
 
 fn projection(names: &[&str]) -> Projection {
     Projection::new(RelevantProperties::from_names(names.iter().copied()))
@@ -247,6 +247,15 @@ mod properties {
     }
 
     const PROPERTIES: [&str; 4] = ["filePath", "title", "genre", "titles/eng"];
+    const ALL_PROPERTIES: [&str; 7] = [
+        "filePath",
+        "title",
+        "genre",
+        "titles/eng",
+        "titles",
+        "season",
+        "titles/fra",
+    ];
 
     fn operations() -> impl Strategy<Value = Vec<Operation>> {
         prop::collection::vec(
@@ -258,6 +267,20 @@ mod properties {
                 }
             }),
             0..60,
+        )
+    }
+
+    /// Operations over every name of `ALL_PROPERTIES`.
+    fn wide_operations() -> impl Strategy<Value = Vec<Operation>> {
+        prop::collection::vec(
+            (0u8..6, 0u8..7, prop::option::of(0u8..3)).prop_map(|(file, property, value)| {
+                Operation {
+                    file,
+                    property,
+                    value,
+                }
+            }),
+            0..80,
         )
     }
 
@@ -309,6 +332,66 @@ mod properties {
             let visible_after: std::collections::BTreeSet<String> =
                 state.complete_files().map(|(hash_id, _)| hash_id.to_owned()).collect();
             prop_assert_eq!(visible, visible_after);
+        }
+        /// A rules change built aside (`plan_for` + `rebuilt`) leaves
+        /// exactly what switching in place leaves (`set_relevant` to the
+        /// union, the fetched values applied, `set_relevant` to the new
+        /// set): the same names, byte for byte the same records, the same
+        /// counters; and the same plan.
+        #[test]
+        fn a_rebuilt_projection_equals_one_changed_in_place(
+            operations in wide_operations(),
+            fetched_operations in wide_operations(),
+            old_mask in 0u8..32,
+            new_mask in 0u8..32,
+        ) {
+            const TRACKABLE: [&str; 5] = ["title", "genre", "titles", "titles/eng", "season"];
+            let chosen = |mask: u8| -> Vec<&str> {
+                TRACKABLE.iter().enumerate()
+                    .filter(|(index, _)| mask & (1 << index) != 0)
+                    .map(|(_, name)| *name)
+                    .collect()
+            };
+            let to_value = |operation: &Operation| (
+                format!("f{}", operation.file),
+                ALL_PROPERTIES[operation.property as usize],
+                operation.value.map(|value| if value == 0 { String::new() } else { format!("v{value}") }),
+            );
+            let old = RelevantProperties::from_names(chosen(old_mask));
+            let new = RelevantProperties::from_names(chosen(new_mask));
+            let union = RelevantProperties::from_names(old.names().chain(new.names()));
+            let mut state = Projection::new(old);
+            let before: Vec<_> = operations.iter().map(to_value).collect();
+            state.apply_batch(before.iter().map(|(hash_id, property, value)| fetched(hash_id, property, value.as_deref())));
+            let values: Vec<_> = fetched_operations.iter().map(to_value).collect();
+            let batch = || values.iter().map(|(hash_id, property, value)| fetched(hash_id, property, value.as_deref()));
+
+            let plan = state.plan_for(&union);
+            let rebuilt = state.rebuilt(&union, batch(), new.clone());
+
+            let mut in_place = state.clone();
+            prop_assert_eq!(&plan, &in_place.set_relevant(union.clone()));
+            in_place.apply_batch(batch());
+            in_place.set_relevant(new);
+
+            let raw = |projection: &Projection| {
+                let (names, records) = projection.raw_parts();
+                let mut records: Vec<Vec<u8>> = records.map(<[u8]>::to_vec).collect();
+                records.sort();
+                (names.to_vec(), records)
+            };
+            prop_assert_eq!(raw(&rebuilt), raw(&in_place));
+            prop_assert_eq!(rebuilt.relevant(), in_place.relevant());
+            let stats = |projection: &Projection| Stats { state_size: 0, ..projection.stats() };
+            prop_assert_eq!(stats(&rebuilt), stats(&in_place));
+            // Both accept and refuse the same names from now on.
+            let mut rebuilt = rebuilt;
+            for property in ALL_PROPERTIES {
+                prop_assert_eq!(
+                    rebuilt.apply("f9", property, Some("x")),
+                    in_place.apply("f9", property, Some("x"))
+                );
+            }
         }
     }
 }

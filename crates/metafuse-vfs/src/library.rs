@@ -439,6 +439,44 @@ impl SharedLibrary {
         )
     }
 
+    /// Switches to new rules together with the projection they need: the
+    /// projection (`rebuild` from the current one, e.g.
+    /// [`Projection::rebuilt`]) and the tree are both built beside the
+    /// current ones under the read lock, so readers keep going, and all
+    /// three are swapped in at once under the write lock: neither the mount
+    /// nor the API ever sees new rules with the old properties, or the
+    /// reverse. Also reports which virtual paths changed.
+    pub fn replace_rules_and_projection_reporting(
+        &self,
+        rules: Arc<Rules>,
+        rebuild: impl FnOnce(&Projection) -> Projection,
+    ) -> TreeChanges {
+        let _writer = self.shared.writer.lock();
+        let mut invalidations = Vec::new();
+        let (projection, tree, paths) = {
+            let library = self.shared.library.read();
+            let projection = rebuild(&library.projection);
+            let tree = build_tree(&library.tree, &projection, &rules, &mut invalidations);
+            // Compared while both trees exist, before readers see the new one.
+            let paths = diff_trees(&library.tree, &tree, &invalidations);
+            (projection, tree, paths)
+        };
+        let displaced = {
+            let mut library = self.shared.library.write();
+            (
+                std::mem::replace(&mut library.tree, tree),
+                std::mem::replace(&mut library.projection, projection),
+                std::mem::replace(&mut library.rules, rules),
+            )
+        };
+        // Freed after the write lock is released (see swap_in_rebuilt_tree).
+        drop(displaced);
+        TreeChanges {
+            invalidations,
+            paths,
+        }
+    }
+
     /// Replaces the projection (resynchronisation after a leader switch or
     /// a trimmed stream): built beside the current tree, swapped in at once.
     pub fn replace_projection(&self, projection: Projection) -> Vec<Invalidation> {
