@@ -103,19 +103,20 @@ impl<V: Default> Entries<V> {
                     order,
                     unordered,
                 } = &mut **large;
-                if !values.contains_key(&*name) {
-                    match listing {
-                        Listing::Ordered => {
-                            order.insert(name.clone());
+                // One hash of the name, found or inserted.
+                let occupied = match values.entry(name) {
+                    hashbrown::hash_map::Entry::Occupied(occupied) => occupied,
+                    hashbrown::hash_map::Entry::Vacant(vacant) => {
+                        match listing {
+                            Listing::Ordered => {
+                                order.insert(vacant.key().clone());
+                            }
+                            Listing::Deferred => unordered.push(vacant.key().clone()),
                         }
-                        Listing::Deferred => unordered.push(name.clone()),
+                        vacant.insert_entry(V::default())
                     }
-                    values.insert(name.clone(), V::default());
-                }
-                let (key, value) = values
-                    .get_key_value_mut(&*name)
-                    .expect("the entry was just ensured");
-                (key.clone(), value)
+                };
+                (occupied.key().clone(), occupied.into_mut())
             }
         }
     }
@@ -195,12 +196,15 @@ impl<V> Entries<V> {
             } = &mut **large;
             let mut added = std::mem::take(unordered);
             added.sort_unstable();
-            if order.is_empty() {
-                // From sorted input `collect` builds the tree in one pass.
-                *order = added.into_iter().collect();
-            } else {
-                order.extend(added);
-            }
+            // The names already ordered (the first few dozen, from when
+            // the directory became large) and the added ones are two
+            // sorted runs: a stable sort merges them in one pass, and
+            // `collect` of sorted names builds the tree in one pass too
+            // (an insert per name compares strings all the way down).
+            let mut all: Vec<Name> = std::mem::take(order).into_iter().collect();
+            all.extend(added);
+            all.sort();
+            *order = all.into_iter().collect();
         }
     }
 
