@@ -12,7 +12,7 @@ use std::time::Duration;
 use api_mode_support::{GUARD, api_mode_config, converge, difference, dirs, start_double};
 use metafuse_service::Service;
 use metafuse_testkit::{DoubleMode, Library, LibrarySpec, RedisServer, Writer};
-use support::{Api, http};
+use support::{Api, http, list_files};
 
 fn write_generated(connection: &mut redis::Connection, n_files: usize, seed: u64) {
     let library = Library::generate(&LibrarySpec {
@@ -53,30 +53,6 @@ fn add_movie(
         .flush()
         .expect("write")
         .expect("event id")
-}
-
-/// Every file under `root`, relative, sorted.
-fn list_files(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        for entry in std::fs::read_dir(&directory).expect("readdir") {
-            let entry = entry.expect("entry");
-            let path = entry.path();
-            if entry.file_type().expect("type").is_dir() {
-                pending.push(path);
-            } else {
-                found.push(
-                    path.strip_prefix(root)
-                        .expect("under root")
-                        .display()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

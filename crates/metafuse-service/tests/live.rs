@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use metafuse_service::{Service, ServiceConfig};
 use metafuse_testkit::RedisServer;
-use support::{Api, MountGuard, delete, http, set, stop};
+use support::{Api, MountGuard, delete, http, list_files, set, stop};
 
 /// A movie whose bytes are a real file under `files_root`.
 fn add_movie(
@@ -58,30 +58,6 @@ async fn start(redis: &RedisServer, setup: &Setup) -> (Service, MountGuard) {
     let service = Service::start(config).await.expect("service starts");
     let guard = support::mount(&service, &setup.mountpoint, &setup.files_root);
     (service, guard)
-}
-
-/// Every file under `root`, relative, sorted.
-fn list_files(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        for entry in std::fs::read_dir(&directory).expect("readdir") {
-            let entry = entry.expect("entry");
-            let path = entry.path();
-            if entry.file_type().expect("type").is_dir() {
-                pending.push(path);
-            } else {
-                found.push(
-                    path.strip_prefix(root)
-                        .expect("under root")
-                        .display()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

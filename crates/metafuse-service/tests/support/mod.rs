@@ -166,9 +166,9 @@ pub fn service_paths(service: &Service) -> std::collections::BTreeSet<String> {
     service.library().read().file_paths().into_iter().collect()
 }
 
-/// Every file under the mount, as `/relative/path`.
-pub fn mounted_paths(root: &Path) -> std::collections::BTreeSet<String> {
-    let mut found = std::collections::BTreeSet::new();
+/// Every file under `root` (a mount), relative, sorted.
+pub fn list_files(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(directory) = pending.pop() {
         for entry in std::fs::read_dir(&directory).expect("readdir") {
@@ -178,9 +178,18 @@ pub fn mounted_paths(root: &Path) -> std::collections::BTreeSet<String> {
                 pending.push(path);
             } else {
                 let relative = path.strip_prefix(root).expect("under root");
-                found.insert(format!("/{}", relative.display()));
+                found.push(relative.display().to_string());
             }
         }
     }
+    found.sort();
     found
+}
+
+/// Every file under the mount, as `/relative/path`.
+pub fn mounted_paths(root: &Path) -> std::collections::BTreeSet<String> {
+    list_files(root)
+        .into_iter()
+        .map(|relative| format!("/{relative}"))
+        .collect()
 }
