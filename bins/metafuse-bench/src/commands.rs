@@ -24,6 +24,20 @@ enum Command {
     /// `XRANGE` anchors, and sequential reads through the mount beside a
     /// direct read (needs root and /dev/fuse).
     Scale(crate::scale_bench::ScaleArgs),
+    /// The tail drain of `scale` alone, against a Redis already seeded
+    /// (`seed`): a fresh tail from the start of the stream to its end,
+    /// `--runs` times, one line per run.
+    TailDrain {
+        /// Redis URL.
+        #[arg(long)]
+        redis_url: String,
+        /// How many drains.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Read with the redis crate's parser instead of the raw RESP reads.
+        #[arg(long)]
+        typed: bool,
+    },
     /// Write a synthetic library to Redis (after FLUSHDB).
     Seed {
         /// Redis URL.
@@ -141,6 +155,11 @@ pub(crate) fn run(arguments: Arguments) -> anyhow::Result<()> {
     match arguments.command {
         Command::Warm(warm_arguments) => crate::warm_bench::run(&runtime, warm_arguments),
         Command::Scale(scale_arguments) => crate::scale_bench::run(&runtime, scale_arguments),
+        Command::TailDrain {
+            redis_url,
+            runs,
+            typed,
+        } => crate::scale_bench::print_tail_drains(&runtime, &redis_url, runs, !typed),
         Command::Seed {
             redis_url,
             files,

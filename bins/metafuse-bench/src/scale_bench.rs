@@ -564,6 +564,27 @@ fn mount_reader(root: &Path, stop: &AtomicBool) -> (Duration, u64) {
     (longest, n_ops)
 }
 
+/// `metafuse-bench tail-drain`: [`tail_drain`] alone, `runs` times.
+pub(crate) fn print_tail_drains(
+    runtime: &Runtime,
+    redis_url: &str,
+    runs: usize,
+    raw: bool,
+) -> anyhow::Result<()> {
+    for _ in 0..runs {
+        let drain = runtime.block_on(tail_drain(redis_url, raw))?;
+        let elapsed = seconds(drain.elapsed).max(1e-9);
+        println!(
+            "{} events in {elapsed:.3} s: {:.0}k events/s, {:.0}k relevant/s, {} values",
+            drain.n_events,
+            drain.n_events as f64 / elapsed / 1e3,
+            drain.n_relevant as f64 / elapsed / 1e3,
+            drain.n_values,
+        );
+    }
+    Ok(())
+}
+
 /// A fresh tail from the start of the stream, drained to its end: the
 /// whole stream as a backlog.
 async fn tail_drain(redis_url: &str, raw: bool) -> anyhow::Result<TailDrain> {
