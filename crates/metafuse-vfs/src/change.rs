@@ -233,13 +233,7 @@ pub(crate) fn diff_trees(
     new: &Tree,
     invalidations: &[Invalidation],
 ) -> Vec<PathChange> {
-    let stale_inodes: HashSet<u64> = invalidations
-        .iter()
-        .filter_map(|invalidation| match invalidation {
-            Invalidation::Inode { ino } => Some(*ino),
-            Invalidation::Entry { .. } => None,
-        })
-        .collect();
+    let stale_inodes = stale_inodes(invalidations);
     let mut walk = TreeWalk {
         old,
         new,
@@ -251,6 +245,17 @@ pub(crate) fn diff_trees(
     let mut changes = walk.changes;
     changes.sort_by(|left, right| left.path.cmp(&right.path));
     changes
+}
+
+/// The inodes whose attributes, listing or contents a build invalidated.
+fn stale_inodes(invalidations: &[Invalidation]) -> HashSet<u64> {
+    invalidations
+        .iter()
+        .filter_map(|invalidation| match invalidation {
+            Invalidation::Inode { ino } => Some(*ino),
+            Invalidation::Entry { .. } => None,
+        })
+        .collect()
 }
 
 /// The two trees of [`diff_trees`] and what their walk found so far.
@@ -387,13 +392,7 @@ mod tests {
     fn diff_by_maps(old: &Tree, new: &Tree, invalidations: &[Invalidation]) -> Vec<PathChange> {
         let before = every_path(old);
         let after = every_path(new);
-        let stale_inodes: HashSet<u64> = invalidations
-            .iter()
-            .filter_map(|invalidation| match invalidation {
-                Invalidation::Inode { ino } => Some(*ino),
-                Invalidation::Entry { .. } => None,
-            })
-            .collect();
+        let stale_inodes = stale_inodes(invalidations);
         let mut changes: Vec<PathChange> = Vec::new();
         for (path, &(ino, is_directory)) in &after {
             let kind = match before.get(path) {
