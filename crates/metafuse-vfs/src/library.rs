@@ -3,8 +3,8 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use metafuse_rules::{Metadata, RelevantProperties, Rules};
-use metafuse_state::{Delta, EventCounts, FetchPlan, FetchedValue, FileRef, Projection};
+use metafuse_rules::{Metadata, Rules};
+use metafuse_state::{Delta, EventCounts, FetchedValue, FileRef, Projection};
 use parking_lot::{Mutex, RwLock};
 
 use crate::change::{PathsBefore, TreeChanges, diff_trees};
@@ -115,13 +115,6 @@ impl Library {
     /// With [`SharedLibrary::update`], together with the batch in one lock.
     pub fn record_events(&mut self, counts: EventCounts, last_event_id: &str) {
         self.projection.record_events(counts, last_event_id);
-    }
-
-    /// Changes which properties the projection keeps; the caller fetches
-    /// the returned plan and applies it before [`Self::replace_rules`], so
-    /// new rules render with every property they need.
-    pub fn set_relevant_properties(&mut self, relevant: RelevantProperties) -> FetchPlan {
-        self.projection.set_relevant(relevant)
     }
 
     /// Recomputes every path with new rules, keeping inodes.
@@ -411,7 +404,7 @@ impl SharedLibrary {
     }
 
     /// Runs a short change under the write lock (e.g.
-    /// [`Library::set_relevant_properties`]).
+    /// [`Library::record_events`]).
     pub fn update<R>(&self, change: impl FnOnce(&mut Library) -> R) -> R {
         let _writer = self.shared.writer.lock();
         change(&mut self.shared.library.write())
@@ -430,10 +423,10 @@ impl SharedLibrary {
 
     fn replace_rules_with(&self, rules: Arc<Rules>, report_paths: bool) -> TreeChanges {
         self.swap_in_rebuilt_tree(
-            rules,
             report_paths,
-            |library, rules, invalidations| {
-                build_tree(&library.tree, &library.projection, rules, invalidations)
+            |library, invalidations| {
+                let tree = build_tree(&library.tree, &library.projection, &rules, invalidations);
+                (tree, rules)
             },
             |library, rules| std::mem::replace(&mut library.rules, rules),
         )
@@ -451,30 +444,20 @@ impl SharedLibrary {
         rules: Arc<Rules>,
         rebuild: impl FnOnce(&Projection) -> Projection,
     ) -> TreeChanges {
-        let _writer = self.shared.writer.lock();
-        let mut invalidations = Vec::new();
-        let (projection, tree, paths) = {
-            let library = self.shared.library.read();
-            let projection = rebuild(&library.projection);
-            let tree = build_tree(&library.tree, &projection, &rules, &mut invalidations);
-            // Compared while both trees exist, before readers see the new one.
-            let paths = diff_trees(&library.tree, &tree, &invalidations);
-            (projection, tree, paths)
-        };
-        let displaced = {
-            let mut library = self.shared.library.write();
-            (
-                std::mem::replace(&mut library.tree, tree),
-                std::mem::replace(&mut library.projection, projection),
-                std::mem::replace(&mut library.rules, rules),
-            )
-        };
-        // Freed after the write lock is released (see swap_in_rebuilt_tree).
-        drop(displaced);
-        TreeChanges {
-            invalidations,
-            paths,
-        }
+        self.swap_in_rebuilt_tree(
+            true,
+            |library, invalidations| {
+                let projection = rebuild(&library.projection);
+                let tree = build_tree(&library.tree, &projection, &rules, invalidations);
+                (tree, (rules, projection))
+            },
+            |library, (rules, projection)| {
+                (
+                    std::mem::replace(&mut library.rules, rules),
+                    std::mem::replace(&mut library.projection, projection),
+                )
+            },
+        )
     }
 
     /// Replaces the projection (resynchronisation after a leader switch or
@@ -492,38 +475,37 @@ impl SharedLibrary {
 
     fn replace_projection_with(&self, projection: Projection, report_paths: bool) -> TreeChanges {
         self.swap_in_rebuilt_tree(
-            projection,
             report_paths,
-            |library, projection, invalidations| {
-                build_tree(&library.tree, projection, &library.rules, invalidations)
+            |library, invalidations| {
+                let tree = build_tree(&library.tree, &projection, &library.rules, invalidations);
+                (tree, projection)
             },
             |library, projection| std::mem::replace(&mut library.projection, projection),
         )
     }
 
-    /// Builds the tree for a new `part` (rules or projection) under the
-    /// read lock, so readers keep going while it is built, then swaps both
-    /// in under the write lock. Writers are serialised throughout, so
-    /// nothing changes between the build and the swap.
+    /// Builds a new tree and the `Part` (rules, projection or both) it was
+    /// built for under the read lock, so readers keep going meanwhile, then
+    /// swaps both in under the write lock. Writers are serialised
+    /// throughout, so nothing changes between the build and the swap.
     fn swap_in_rebuilt_tree<Part>(
         &self,
-        part: Part,
         report_paths: bool,
-        build: impl FnOnce(&Library, &Part, &mut Vec<Invalidation>) -> Tree,
+        build: impl FnOnce(&Library, &mut Vec<Invalidation>) -> (Tree, Part),
         swap: impl FnOnce(&mut Library, Part) -> Part,
     ) -> TreeChanges {
         let _writer = self.shared.writer.lock();
         let mut invalidations = Vec::new();
-        let (tree, paths) = {
+        let (tree, part, paths) = {
             let library = self.shared.library.read();
-            let tree = build(&library, &part, &mut invalidations);
+            let (tree, part) = build(&library, &mut invalidations);
             // Compared while both trees exist, before readers see the new one.
             let paths = if report_paths {
                 diff_trees(&library.tree, &tree, &invalidations)
             } else {
                 Vec::new()
             };
-            (tree, paths)
+            (tree, part, paths)
         };
         let displaced = {
             let mut library = self.shared.library.write();
